@@ -1,0 +1,251 @@
+"""Rules compiled for fast matching: vocabulary indices and numpy requirement vectors.
+
+Stage 0 of a rule is its own `require`; stages 1..k are its `relax` ladder; a fallback with
+action `any_agent` is one more stage that requires no skills. A contact moves up the ladder
+one stage at a time, each move triggered by total wait or by how long no agent eligible under
+its current stage has had free capacity.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeGuard
+
+import numpy as np
+import numpy.typing as npt
+
+from routing_rules.schema import AttributeTest, Match, Preference, Requirement, Rule, RuleSet
+
+IMPLICIT_RULE_NAME = "(no rule matched: implicit default)"
+
+
+@dataclass(frozen=True, slots=True)
+class ContactFacts:
+    """What routing knows about a contact: the vocabulary fields and free attributes."""
+
+    channel: str
+    segment: str
+    inquiry_type: str
+    journey_stage: str
+    language: str
+    attributes: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StagePlan:
+    """One rung of a rule's ladder, with its requirements as skill-index arrays."""
+
+    name: str
+    after_wait_seconds: float | None
+    no_eligible_free_seconds: float | None
+    required_skills: npt.NDArray[np.intp]
+    required_levels: npt.NDArray[np.int8]
+    preferred_skills: npt.NDArray[np.intp]
+    preferred_weights: npt.NDArray[np.float64]
+    language: bool
+
+    def triggered(self, *, wait_seconds: float, stalled_seconds: float) -> bool:
+        """Whether this stage starts, given total wait and time without an eligible free agent."""
+        if self.after_wait_seconds is not None and wait_seconds >= self.after_wait_seconds:
+            return True
+        return (
+            self.no_eligible_free_seconds is not None
+            and stalled_seconds >= self.no_eligible_free_seconds
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A rule ready to match contacts and to say what each stage requires."""
+
+    index: int
+    name: str
+    priority: int
+    match: Match
+    stages: tuple[StagePlan, ...]
+
+    def matches(self, contact: ContactFacts) -> bool:
+        """Whether every condition of the rule's match holds for `contact`."""
+        m = self.match
+        for wanted, actual in (
+            (m.segment, contact.segment),
+            (m.inquiry_type, contact.inquiry_type),
+            (m.journey_stage, contact.journey_stage),
+            (m.language, contact.language),
+            (m.channel, contact.channel),
+        ):
+            if wanted is None:
+                continue
+            if isinstance(wanted, str):
+                if actual != wanted:
+                    return False
+            elif actual not in wanted:
+                return False
+        for name, test in m.attributes.items():
+            if not attribute_holds(test, contact.attributes.get(name, _MISSING)):
+                return False
+        return True
+
+    def next_stage(
+        self, stage: int, *, wait_seconds: float, stalled_seconds: float
+    ) -> int:
+        """The stage after applying every trigger that holds now (at most one stalled step)."""
+        if stage + 1 < len(self.stages) and self.stages[stage + 1].triggered(
+            wait_seconds=wait_seconds, stalled_seconds=stalled_seconds
+        ):
+            stage += 1
+            # Having just entered, the new stage has not stalled yet: only wait can chain.
+            while stage + 1 < len(self.stages) and self.stages[stage + 1].triggered(
+                wait_seconds=wait_seconds, stalled_seconds=0.0
+            ):
+                stage += 1
+        return stage
+
+
+_MISSING = object()
+
+
+def attribute_holds(test: object, value: object) -> bool:
+    """Whether a contact attribute value satisfies a rule's attribute test."""
+    if value is _MISSING:
+        return False
+    if isinstance(test, AttributeTest):
+        if test.eq is not None and not _same(value, test.eq):
+            return False
+        if test.ne is not None and _same(value, test.ne):
+            return False
+        if test.in_ is not None and not any(_same(value, v) for v in test.in_):
+            return False
+        if test.not_in is not None and any(_same(value, v) for v in test.not_in):
+            return False
+        for bound, holds in (
+            (test.lt, operator.lt),
+            (test.lte, operator.le),
+            (test.gt, operator.gt),
+            (test.gte, operator.ge),
+        ):
+            if bound is None:
+                continue
+            if not _is_number(value) or not holds(value, bound):
+                return False
+        return True
+    if isinstance(test, list):
+        return any(_same(value, v) for v in test)
+    return _same(value, test)
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _same(a: object, b: object) -> bool:
+    # True == 1 in Python; a rule that says `vip: true` must not match `vip: 1`.
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return a == b
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    """A whole validated rule set, indexed for dispatch."""
+
+    ruleset: RuleSet
+    version: int
+    checksum: str
+    skills: tuple[str, ...]
+    channels: tuple[str, ...]
+    languages: tuple[str, ...]
+    rules: tuple[CompiledRule, ...]
+    implicit: CompiledRule
+
+    def rule_for(self, contact: ContactFacts) -> CompiledRule:
+        """The first rule that matches, or the implicit default when none does."""
+        for rule in self.rules:
+            if rule.matches(contact):
+                return rule
+        return self.implicit
+
+    def rule_named(self, name: str) -> CompiledRule | None:
+        """The compiled rule with this name (the implicit default included)."""
+        if name == self.implicit.name:
+            return self.implicit
+        return next((r for r in self.rules if r.name == name), None)
+
+
+def compile_rules(ruleset: RuleSet, *, version: int = 0, checksum: str = "") -> CompiledRules:
+    """Index a validated rule set for dispatch."""
+    vocab = ruleset.vocabularies
+    skill_index = {name: i for i, name in enumerate(vocab.skills)}
+    compiled = tuple(
+        _compile_rule(index, rule, skill_index) for index, rule in enumerate(ruleset.rules)
+    )
+    implicit = CompiledRule(
+        index=-1,
+        name=IMPLICIT_RULE_NAME,
+        priority=0,
+        match=Match(),
+        stages=(_plan("default", None, None, Requirement(), Preference(), skill_index),),
+    )
+    return CompiledRules(
+        ruleset=ruleset,
+        version=version,
+        checksum=checksum,
+        skills=tuple(vocab.skills),
+        channels=tuple(vocab.channels),
+        languages=tuple(vocab.languages),
+        rules=compiled,
+        implicit=implicit,
+    )
+
+
+def _compile_rule(index: int, rule: Rule, skill_index: dict[str, int]) -> CompiledRule:
+    stages = [_plan("base", None, None, rule.require, rule.prefer, skill_index)]
+    preference = rule.prefer
+    for stage in rule.relax:
+        preference = stage.prefer if stage.prefer is not None else preference
+        stages.append(
+            _plan(
+                stage.name,
+                stage.after_wait_seconds,
+                stage.no_eligible_free_seconds,
+                stage.require,
+                preference,
+                skill_index,
+            )
+        )
+    if rule.fallback.action == "any_agent":
+        stages.append(
+            _plan(
+                "fallback",
+                rule.fallback.after_wait_seconds,
+                rule.fallback.no_eligible_free_seconds,
+                Requirement(skills={}, language=rule.fallback.language),
+                preference,
+                skill_index,
+            )
+        )
+    return CompiledRule(index, rule.name, rule.priority, rule.match, tuple(stages))
+
+
+def _plan(
+    name: str,
+    after: int | None,
+    stalled: int | None,
+    require: Requirement,
+    prefer: Preference,
+    skill_index: dict[str, int],
+) -> StagePlan:
+    weights = np.array(list(prefer.skills.values()), dtype=np.float64)
+    total = weights.sum()
+    return StagePlan(
+        name=name,
+        after_wait_seconds=None if after is None else float(after),
+        no_eligible_free_seconds=None if stalled is None else float(stalled),
+        required_skills=np.array([skill_index[s] for s in require.skills], dtype=np.intp),
+        required_levels=np.array(list(require.skills.values()), dtype=np.int8),
+        preferred_skills=np.array([skill_index[s] for s in prefer.skills], dtype=np.intp),
+        preferred_weights=weights / total if total > 0 else np.zeros_like(weights),
+        language=require.language,
+    )

@@ -1,0 +1,269 @@
+"""The match score of contact-agent pairs, computed for whole groups at once with numpy.
+
+value(contact, agent) = BASE
+                      + priority · rule priority + wait · minutes waited (capped)
+                      + skill_fit · agent's mean level on the required skills / 5
+                      + preferred · weighted mean level on preferred skills / 5
+                      + idle · minutes the agent has been idle (capped)
+
+BASE makes serving one more contact worth more than any difference in match quality, so the
+assignment serves as many contacts as capacity allows before it optimises who gets whom. The
+solver works on integer milli-points (`SCALE`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from routing_rules.compiled import CompiledRules, StagePlan
+from routing_rules.schema import MAX_SKILL_LEVEL, Scoring
+
+BASE = 100.0
+SCALE = 1000
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPool:
+    """Agents able to take work now, as arrays (row i is agent `ids[i]`)."""
+
+    ids: tuple[str, ...]
+    skills: npt.NDArray[np.int8]  # (agents, skills) level 0-5
+    languages: BoolArray  # (agents, languages)
+    free: npt.NDArray[np.int32]  # (agents, channels) free capacity now
+    idle_seconds: FloatArray  # (agents,)
+
+    def row(self, agent_id: str) -> int | None:
+        """The row of `agent_id` in this pool, if it is in it."""
+        try:
+            return self.ids.index(agent_id)
+        except ValueError:
+            return None
+
+    @property
+    def size(self) -> int:
+        """Number of agents in the pool."""
+        return len(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingContact:
+    """A contact waiting for an agent, resolved to its rule and current stage."""
+
+    contact_id: str
+    channel: int
+    language: int
+    rule: int  # index into CompiledRules.rules, -1 for the implicit default
+    stage: int
+    priority: int
+    wait_seconds: float
+    excluded_agents: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Arcs:
+    """Eligible contact → agent pairs of one channel with their integer values."""
+
+    contact: IntArray  # index into the contacts list
+    agent: IntArray  # index into the pool
+    value: IntArray
+
+    @property
+    def size(self) -> int:
+        """Number of eligible pairs."""
+        return int(self.contact.size)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreTerms:
+    """The parts of one pair's value, for explanations."""
+
+    agent_id: str
+    eligible: bool
+    reason: str
+    priority: float
+    wait: float
+    skill_fit: float
+    preferred: float
+    idle: float
+    total: float
+
+
+def stage_of(rules: CompiledRules, contact: WaitingContact) -> StagePlan:
+    """The stage plan a waiting contact is on now."""
+    rule = rules.implicit if contact.rule < 0 else rules.rules[contact.rule]
+    return rule.stages[min(contact.stage, len(rule.stages) - 1)]
+
+
+def eligible_mask(pool: AgentPool, stage: StagePlan, channel: int, language: int) -> BoolArray:
+    """Agents with free capacity on the channel that meet every hard requirement of `stage`."""
+    mask = pool.free[:, channel] > 0
+    if stage.language:
+        mask &= pool.languages[:, language]
+    if stage.required_skills.size:
+        mask &= np.all(pool.skills[:, stage.required_skills] >= stage.required_levels, axis=1)
+    return mask
+
+
+def agent_terms(pool: AgentPool, stage: StagePlan, scoring: Scoring) -> tuple[
+    FloatArray, FloatArray, FloatArray
+]:
+    """Per-agent skill fit, preference and idle terms (already weighted) for one stage."""
+    if stage.required_skills.size:
+        fit = pool.skills[:, stage.required_skills].mean(axis=1) / MAX_SKILL_LEVEL
+    else:
+        fit = np.zeros(pool.size)
+    if stage.preferred_skills.size:
+        pref = (pool.skills[:, stage.preferred_skills] @ stage.preferred_weights) / MAX_SKILL_LEVEL
+    else:
+        pref = np.zeros(pool.size)
+    idle = np.minimum(pool.idle_seconds / 60.0, scoring.idle_cap_minutes)
+    return scoring.skill_fit * fit, scoring.preferred * pref, scoring.idle * idle
+
+
+def contact_terms(contact: WaitingContact, scoring: Scoring) -> tuple[float, float]:
+    """The weighted priority and wait terms of one contact."""
+    wait_minutes = min(contact.wait_seconds / 60.0, float(scoring.wait_cap_minutes))
+    return scoring.priority * contact.priority, scoring.wait * wait_minutes
+
+
+def build_arcs(
+    rules: CompiledRules,
+    pool: AgentPool,
+    contacts: Sequence[WaitingContact],
+    channel: int,
+) -> tuple[Arcs, BoolArray]:
+    """All eligible pairs for `contacts` (all on `channel`), and which contacts had any."""
+    scoring = rules.ruleset.scoring
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i, contact in enumerate(contacts):
+        groups.setdefault((contact.rule, contact.stage, contact.language), []).append(i)
+    contact_parts: list[IntArray] = []
+    agent_parts: list[IntArray] = []
+    value_parts: list[IntArray] = []
+    had_eligible = np.zeros(len(contacts), dtype=np.bool_)
+    for (_, _, language), members in groups.items():
+        stage = stage_of(rules, contacts[members[0]])
+        mask = eligible_mask(pool, stage, channel, language)
+        agents = np.flatnonzero(mask)
+        if agents.size == 0:
+            continue
+        had_eligible[members] = True
+        fit, pref, idle = agent_terms(pool, stage, scoring)
+        agent_value = (fit + pref + idle)[agents]
+        member_idx = np.asarray(members, dtype=np.int64)
+        base = np.array(
+            [BASE + sum(contact_terms(contacts[i], scoring)) for i in members], dtype=np.float64
+        )
+        values = np.rint((base[:, None] + agent_value[None, :]) * SCALE).astype(np.int64)
+        c_idx = np.repeat(member_idx, agents.size)
+        a_idx = np.tile(agents.astype(np.int64), member_idx.size)
+        flat_values = values.ravel()
+        if any(contacts[i].excluded_agents for i in members):
+            keep = np.ones(c_idx.size, dtype=np.bool_)
+            for row, i in enumerate(members):
+                for agent_id in contacts[i].excluded_agents:
+                    j = pool.row(agent_id)
+                    if j is not None and mask[j]:
+                        pos = row * agents.size + int(np.searchsorted(agents, j))
+                        keep[pos] = False
+            c_idx, a_idx, flat_values = c_idx[keep], a_idx[keep], flat_values[keep]
+        contact_parts.append(c_idx)
+        agent_parts.append(a_idx)
+        value_parts.append(flat_values)
+    if not contact_parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return Arcs(empty, empty, empty), had_eligible
+    return (
+        Arcs(
+            np.concatenate(contact_parts),
+            np.concatenate(agent_parts),
+            np.concatenate(value_parts),
+        ),
+        had_eligible,
+    )
+
+
+def explain_candidates(
+    rules: CompiledRules,
+    pool: AgentPool,
+    contact: WaitingContact,
+    *,
+    limit: int = 5,
+) -> list[ScoreTerms]:
+    """The best `limit` eligible agents for one contact with every score term, best first.
+
+    Ineligible agents with free capacity on the channel are listed after them with the reason.
+    """
+    scoring = rules.ruleset.scoring
+    stage = stage_of(rules, contact)
+    mask = eligible_mask(pool, stage, contact.channel, contact.language)
+    for agent_id in contact.excluded_agents:
+        j = pool.row(agent_id)
+        if j is not None:
+            mask[j] = False
+    fit, pref, idle = agent_terms(pool, stage, scoring)
+    prio, wait = contact_terms(contact, scoring)
+    total = BASE + prio + wait + fit + pref + idle
+    eligible = np.flatnonzero(mask)
+    best = eligible[np.argsort(-total[eligible], kind="stable")[:limit]]
+    out = [
+        ScoreTerms(pool.ids[j], True, "eligible", prio, wait, float(fit[j]), float(pref[j]),
+                   float(idle[j]), float(total[j]))
+        for j in best
+    ]
+    others = np.flatnonzero(~mask & (pool.free[:, contact.channel] > 0))[:limit]
+    for j in others:
+        out.append(
+            ScoreTerms(pool.ids[j], False,
+                       ineligibility(pool, stage, contact, int(j), rules.skills), prio,
+                       wait, float(fit[j]), float(pref[j]), float(idle[j]), 0.0)
+        )
+    return out
+
+
+def ineligibility(
+    pool: AgentPool, stage: StagePlan, contact: WaitingContact, j: int, skill_names: Sequence[str]
+) -> str:
+    """Why agent row `j` may not take this contact under `stage`."""
+    if pool.ids[j] in contact.excluded_agents:
+        return "agent rejected or let expire an earlier offer of this contact"
+    if stage.language and not pool.languages[j, contact.language]:
+        return "does not speak the contact's language"
+    for skill, level in zip(stage.required_skills, stage.required_levels, strict=True):
+        if pool.skills[j, skill] < level:
+            name = skill_names[int(skill)]
+            return f"skill {name} level {int(pool.skills[j, skill])} < required {int(level)}"
+    return "no free capacity on the channel"
+
+
+def terms_for_rows(
+    rules: CompiledRules, pool: AgentPool, contact: WaitingContact, rows: Sequence[int]
+) -> list[ScoreTerms]:
+    """Score terms of a few chosen agent rows for one contact (cheap: no full-pool pass)."""
+    if not rows:
+        return []
+    scoring = rules.ruleset.scoring
+    stage = stage_of(rules, contact)
+    idx = np.asarray(rows, dtype=np.intp)
+    sub = AgentPool(
+        ids=tuple(pool.ids[j] for j in rows),
+        skills=pool.skills[idx],
+        languages=pool.languages[idx],
+        free=pool.free[idx],
+        idle_seconds=pool.idle_seconds[idx],
+    )
+    fit, pref, idle = agent_terms(sub, stage, scoring)
+    prio, wait = contact_terms(contact, scoring)
+    return [
+        ScoreTerms(sub.ids[k], True, "eligible", prio, wait, float(fit[k]), float(pref[k]),
+                   float(idle[k]), float(BASE + prio + wait + fit[k] + pref[k] + idle[k]))
+        for k in range(len(rows))
+    ]

@@ -1,0 +1,124 @@
+"""Routing rules administration: active version, new versions, validation, rollback."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+
+from routing_rules.problems import RuleProblem, RulesInvalid
+from service.api.deps import RulesAdmin, RulesDep
+from service.models import (
+    RuleProblemOut,
+    RulesOut,
+    RulesValidationOut,
+    RuleVersionList,
+    RuleVersionOut,
+    problems,
+)
+from service.problems import InvalidInput
+from service.rules_store import ActiveRules
+
+router = APIRouter(prefix="/v1/rules", tags=["rules"])
+
+_YAML_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/yaml": {"schema": {"type": "string"}},
+    "text/plain": {"schema": {"type": "string"}},
+}}}
+MAX_RULES_BYTES = 1_000_000
+
+
+async def _yaml_text(request: Request) -> str:
+    raw = await request.body()
+    if len(raw) > MAX_RULES_BYTES:
+        raise InvalidInput(f"rules document is larger than {MAX_RULES_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"rules document is not UTF-8 (byte {exc.start})") from None
+
+
+def _problems(items: list[RuleProblem]) -> list[RuleProblemOut]:
+    return [RuleProblemOut(**p.as_dict()) for p in items]  # type: ignore[arg-type]
+
+
+def _active(active: ActiveRules) -> RulesOut:
+    row = active.row
+    return RulesOut(version=row.version, checksum=row.checksum, origin=row.origin,
+                    created_at=row.created_at, source=row.source,
+                    warnings=_problems(active.warnings))
+
+
+def _invalid(exc: RulesInvalid) -> InvalidInput:
+    return InvalidInput(
+        f"{len(exc.problems)} error(s); first: {exc.problems[0]}",
+        errors=[p.as_dict() for p in exc.problems],
+    )
+
+
+@router.get("", response_model=RulesOut, responses=problems(401, 403))
+async def get_rules(admin: RulesAdmin, rules: RulesDep) -> RulesOut:
+    """The active rules: YAML source, version, checksum and lint warnings."""
+    return _active(rules.active)
+
+
+@router.put("", response_model=RulesOut, responses=problems(401, 403, 413, 422),
+            openapi_extra=_YAML_BODY)
+async def put_rules(request: Request, admin: RulesAdmin, rules: RulesDep) -> RulesOut:
+    """Store and activate a new rules version; on any error the active rules stay as they were.
+
+    Waiting contacts are re-matched under the new rules at once.
+    """
+    text = await _yaml_text(request)
+    try:
+        active = await rules.apply(text, origin="api", author=admin.key_id)
+    except RulesInvalid as exc:
+        raise _invalid(exc) from None
+    return _active(active)
+
+
+@router.post("/validate", response_model=RulesValidationOut, responses=problems(401, 403, 413),
+             openapi_extra=_YAML_BODY)
+async def validate_rules(request: Request, admin: RulesAdmin,
+                         rules: RulesDep) -> RulesValidationOut:
+    """Validate and lint a draft without applying it (same errors as the CLI)."""
+    text = await _yaml_text(request)
+    errors, warnings = rules.check(text, file="draft")
+    return RulesValidationOut(valid=not errors, errors=_problems(errors),
+                              warnings=_problems(warnings))
+
+
+@router.get("/versions", response_model=RuleVersionList, responses=problems(401, 403, 422))
+async def list_versions(admin: RulesAdmin, rules: RulesDep,
+                        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+                        limit: Annotated[int, Query(ge=1, le=200)] = 50) -> RuleVersionList:
+    """Stored rules versions, newest first."""
+    import asyncio
+
+    rows, total = await asyncio.to_thread(rules.versions, offset=offset, limit=limit)
+    return RuleVersionList(items=[RuleVersionOut.model_validate(r, from_attributes=True)
+                                  for r in rows], total=total, offset=offset, limit=limit)
+
+
+@router.get("/versions/{version}", response_model=RulesOut,
+            responses=problems(401, 403, 404, 422))
+async def get_version(version: Annotated[int, Path(ge=1, le=2**31 - 1)], admin: RulesAdmin,
+                      rules: RulesDep) -> RulesOut:
+    """One stored version with its source."""
+    import asyncio
+
+    row = await asyncio.to_thread(rules.version, version)
+    return RulesOut(version=row.version, checksum=row.checksum, origin=row.origin,
+                    created_at=row.created_at, source=row.source, warnings=[])
+
+
+@router.post("/versions/{version}/rollback", response_model=RulesOut,
+             responses=problems(401, 403, 404, 422))
+async def rollback_rules(version: Annotated[int, Path(ge=1, le=2**31 - 1)], admin: RulesAdmin,
+                         rules: RulesDep) -> RulesOut:
+    """Activate an earlier version again (recorded as a new version)."""
+    try:
+        active = await rules.rollback(version, author=admin.key_id)
+    except RulesInvalid as exc:
+        raise _invalid(exc) from None
+    return _active(active)

@@ -1,0 +1,102 @@
+"""The FastAPI application: wiring of state, storage, rules, dispatch and routers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI
+
+from service.agents import AgentDesk
+from service.api import agents, contacts, health, route, rules
+from service.demo import demo_agents
+from service.dispatch import Dispatcher
+from service.logging import configure_logging
+from service.middleware import RequestContext
+from service.problems import install_problem_handlers
+from service.routing import RoutingService
+from service.rules_store import RulesStore
+from service.settings import Settings
+from service.state.memory import MemoryState
+from service.storage.db import make_engine, upgrade
+from service.storage.writer import BatchWriter
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, run_background: bool = True) -> FastAPI:
+    """Build the app; `run_background=False` leaves the timer and file watcher off (tests)."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await _start(app, settings)
+        tasks = []
+        if run_background:
+            tasks.append(asyncio.create_task(
+                app.state.routing.run_timer(settings.dispatch_interval_seconds)))
+            tasks.append(asyncio.create_task(app.state.rules.watch()))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            app.state.dispatcher.close()
+            app.state.writer.stop()
+            app.state.engine.dispose()
+
+    app = FastAPI(
+        title="skillroute",
+        version="0.1.0",
+        summary="Skills-based routing and fast-lane SLA service for contact centers",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+    for module in (route, contacts, agents, rules, health):
+        app.include_router(module.router)
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes,
+                       log_requests=settings.log_requests)
+    return app
+
+
+async def _start(app: FastAPI, settings: Settings) -> None:
+    engine = make_engine(settings.database_url)
+    await asyncio.to_thread(upgrade, settings.database_url)
+    store = RulesStore(engine, rules_file=settings.effective_rules_file)
+    await asyncio.to_thread(store.bootstrap)
+    state = MemoryState(store.compiled)
+    writer = BatchWriter(engine, flush_interval=settings.write_flush_interval_seconds,
+                         batch_max=settings.write_batch_max)
+    writer.start()
+    dispatcher = Dispatcher(state, reservation_ttl=settings.reservation_ttl_seconds,
+                            solve_time_limit=settings.solve_time_limit_seconds,
+                            inline_max_arcs=settings.solve_inline_max_arcs)
+    routing = RoutingService(state=state, dispatcher=dispatcher, rules=store, writer=writer,
+                             engine=engine, reservation_ttl=settings.reservation_ttl_seconds,
+                             default_handle_seconds=settings.default_handle_seconds)
+    desk = AgentDesk(routing, engine)
+    store.subscribe(routing.on_rules_changed)
+    app.state.engine, app.state.rules, app.state.state = engine, store, state
+    app.state.writer, app.state.dispatcher = writer, dispatcher
+    app.state.routing, app.state.agents = routing, desk
+    agents_loaded = await desk.recover()
+
+    def _skills() -> set[str]:
+        return {s for a in state._agents.values() for s in a.skills}
+
+    store.agent_skills = _skills
+    if settings.demo and agents_loaded == 0:
+        for agent_id, body in demo_agents():
+            await desk.put(agent_id, body)
+        agents_loaded = len(demo_agents())
+    contacts_recovered = await routing.recover()
+    log.info("service.started", rules_version=store.active.row.version,
+             agents=agents_loaded, contacts_recovered=contacts_recovered,
+             database=settings.database_url.split("://")[0], demo=settings.demo)

@@ -1,0 +1,242 @@
+"""Dispatch: one solve of all waiting contacts of a channel against its free agent capacity.
+
+Stages advance first (relaxation), then eligible pairs are scored, the assignment is solved
+(inline when small, in a worker process with a deadline when large; greedy if the deadline
+passes), and each chosen pair is claimed atomically in the real-time state. A claim can lose
+to a concurrent change (agent went on break, contact abandoned); that contact simply waits for
+the next dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import multiprocessing
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import structlog
+
+from routing_rules.assignment import Assignment, SolveFailed, greedy, solve
+from routing_rules.compiled import CompiledRules
+from routing_rules.scoring import (
+    AgentPool,
+    Arcs,
+    ScoreTerms,
+    WaitingContact,
+    build_arcs,
+    terms_for_rows,
+)
+from service import metrics
+from service.state.base import RealtimeState
+from service.state.records import Reservation, WaitingEntry
+
+log = structlog.get_logger(__name__)
+
+TOP_CANDIDATES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A contact that dispatch placed with an agent, with the reasons."""
+
+    entry: WaitingEntry
+    reservation: Reservation
+    method: str
+    stage_name: str
+    candidates: list[ScoreTerms]
+    eligible_count: int
+
+
+@dataclass(slots=True)
+class DispatchResult:
+    """What one dispatch of one channel did."""
+
+    channel: str
+    placements: list[Placement] = field(default_factory=list)
+    considered: int = 0
+    free_agents: int = 0
+    method: str = "none"
+    seconds: float = 0.0
+
+
+def _solve_in_worker(n: int, capacity: Any, contact: Any, agent: Any, value: Any) -> Any:
+    """Entry point of the worker process (module-level so it pickles)."""
+    result = solve(n, capacity, Arcs(contact, agent, value))
+    return result.agent_of, result.total_value, result.method
+
+
+class Dispatcher:
+    """Runs dispatches; one at a time per channel."""
+
+    def __init__(
+        self,
+        state: RealtimeState,
+        *,
+        reservation_ttl: float,
+        solve_time_limit: float,
+        inline_max_arcs: int,
+    ) -> None:
+        self._state = state
+        self._ttl = reservation_ttl
+        self._time_limit = solve_time_limit
+        self._inline_max_arcs = inline_max_arcs
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop the worker process, if one was started."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def dispatch(
+        self, rules: CompiledRules, channel: str, *, trigger: str, now: float | None = None
+    ) -> DispatchResult:
+        """Solve and claim for every waiting contact of `channel`."""
+        async with self._locks[channel]:
+            return await self._dispatch(rules, channel, trigger, time.time() if now is None
+                                        else now)
+
+    async def _dispatch(
+        self, rules: CompiledRules, channel: str, trigger: str, now: float
+    ) -> DispatchResult:
+        result = DispatchResult(channel)
+        entries = await self._state.waiting(channel)
+        if not entries:
+            return result
+        pool = await self._state.pool(channel, now)
+        result.free_agents = pool.size
+        if pool.size == 0:
+            return result
+        started = time.perf_counter()
+        entries = advance_stages(rules, entries, now)
+        contacts = [as_waiting_contact(rules, e, now) for e in entries]
+        c = rules.channels.index(channel)
+        arcs, had_eligible = build_arcs(rules, pool, contacts, c)
+        entries = [
+            replace(e, last_eligible_free_at=now) if had_eligible[i] else e
+            for i, e in enumerate(entries)
+        ]
+        await self._state.update_waiting(entries)
+        result.considered = len(entries)
+        capacity = pool.free[:, c].astype(np.int64)
+        assignment = await self._solve(len(contacts), capacity, arcs, channel)
+        result.method = assignment.method
+        chosen = np.flatnonzero(assignment.agent_of >= 0)
+        by_contact = np.argsort(arcs.contact, kind="stable")
+        starts = np.searchsorted(arcs.contact[by_contact], np.arange(len(contacts) + 1))
+        for i in chosen.tolist():
+            entry, row = entries[i], int(assignment.agent_of[i])
+            reservation = Reservation(
+                reservation_id=uuid.uuid4().hex,
+                contact_id=entry.contact_id,
+                agent_id=pool.ids[row],
+                channel=channel,
+                created_at=now,
+                expires_at=now + self._ttl,
+            )
+            if not await self._state.claim(entry, reservation):
+                metrics.CLAIMS_LOST.inc()
+                continue
+            mine = by_contact[starts[i]:starts[i + 1]]
+            candidates = _top_candidates(rules, pool, arcs, mine, contacts[i], row)
+            result.placements.append(
+                Placement(entry, reservation, assignment.method,
+                          stage_of_name(rules, entry), candidates, int(mine.size))
+            )
+        result.seconds = time.perf_counter() - started
+        metrics.DISPATCH_SECONDS.labels(method=assignment.method).observe(result.seconds)
+        if result.seconds > 0.05:
+            log.info("dispatch.slow", channel=channel, trigger=trigger, contacts=len(contacts),
+                     agents=pool.size, arcs=arcs.size, method=assignment.method,
+                     seconds=round(result.seconds, 4))
+        return result
+
+    async def _solve(
+        self, n: int, capacity: Any, arcs: Arcs, channel: str
+    ) -> Assignment:
+        if arcs.size <= self._inline_max_arcs:
+            try:
+                return solve(n, capacity, arcs)
+            except SolveFailed as exc:
+                log.error("dispatch.solve_failed", channel=channel, error=str(exc))
+                return greedy(n, capacity, arcs)
+        loop = asyncio.get_running_loop()
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+        future = loop.run_in_executor(
+            self._pool, _solve_in_worker, n, capacity, arcs.contact, arcs.agent, arcs.value
+        )
+        try:
+            agent_of, total, method = await asyncio.wait_for(future, self._time_limit)
+            return Assignment(agent_of, total, method)
+        except (TimeoutError, SolveFailed, concurrent.futures.process.BrokenProcessPool) as exc:
+            # The worker may still be grinding: replace it so the next solve starts fresh.
+            self.close()
+            metrics.SOLVE_FALLBACKS.inc()
+            log.warning("dispatch.solve_fallback", channel=channel, contacts=n, arcs=arcs.size,
+                        limit_seconds=self._time_limit, error=type(exc).__name__)
+            return greedy(n, capacity, arcs)
+
+
+def advance_stages(
+    rules: CompiledRules, entries: list[WaitingEntry], now: float
+) -> list[WaitingEntry]:
+    """Move each waiting contact up its rule's ladder as far as the triggers allow now."""
+    out = []
+    for entry in entries:
+        rule = rules.rule_named(entry.rule)
+        if rule is None:
+            out.append(entry)
+            continue
+        stalled = now - max(entry.stage_entered_at, entry.last_eligible_free_at)
+        stage = rule.next_stage(entry.stage, wait_seconds=now - entry.enqueued_at,
+                                stalled_seconds=stalled)
+        if stage != entry.stage:
+            entry = replace(entry, stage=stage, stage_entered_at=now)
+        out.append(entry)
+    return out
+
+
+def as_waiting_contact(rules: CompiledRules, entry: WaitingEntry, now: float) -> WaitingContact:
+    """The core's view of a waiting entry."""
+    rule = rules.rule_named(entry.rule)
+    return WaitingContact(
+        contact_id=entry.contact_id,
+        channel=rules.channels.index(entry.channel),
+        language=rules.languages.index(entry.language),
+        rule=-1 if rule is None else rule.index,
+        stage=entry.stage,
+        priority=entry.priority,
+        wait_seconds=now - entry.enqueued_at,
+        excluded_agents=entry.excluded_agents,
+    )
+
+
+def stage_of_name(rules: CompiledRules, entry: WaitingEntry) -> str:
+    """The name of the stage a waiting entry is on."""
+    rule = rules.rule_named(entry.rule) or rules.implicit
+    return rule.stages[min(entry.stage, len(rule.stages) - 1)].name
+
+
+def _top_candidates(
+    rules: CompiledRules, pool: AgentPool, arcs: Arcs, mine: Any, contact: WaitingContact,
+    chosen_row: int,
+) -> list[ScoreTerms]:
+    """The chosen agent and the next best eligible ones, with score terms."""
+    rows = arcs.agent[mine]
+    values = arcs.value[mine]
+    top = rows[np.argsort(-values, kind="stable")[:TOP_CANDIDATES]].tolist()
+    if chosen_row not in top:
+        top = [chosen_row, *top[: TOP_CANDIDATES - 1]]
+    else:
+        top.remove(chosen_row)
+        top.insert(0, chosen_row)
+    return terms_for_rows(rules, pool, contact, top)

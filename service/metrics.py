@@ -1,0 +1,32 @@
+"""Prometheus metrics (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DECISIONS = Counter(
+    "skillroute_decisions_total", "Routing decisions by outcome", ["outcome", "trigger"]
+)
+DISPATCH_SECONDS = Histogram(
+    "skillroute_dispatch_solve_seconds",
+    "Time of one dispatch (stage advance, scoring, solve, claims)",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+QUEUE_LENGTH = Gauge("skillroute_queue_length", "Contacts waiting for an agent", ["channel"])
+WAIT_SECONDS = Histogram(
+    "skillroute_wait_seconds",
+    "Time from route request to an agent reservation",
+    ["channel"],
+    buckets=(0.01, 1, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600),
+)
+CLAIMS_LOST = Counter(
+    "skillroute_claims_lost_total", "Solved pairs whose claim lost to a concurrent change"
+)
+SOLVE_FALLBACKS = Counter(
+    "skillroute_solve_fallbacks_total", "Solves that ran out of time and fell back to greedy"
+)
+RESERVATIONS = Counter(
+    "skillroute_reservations_total", "Reservation outcomes", ["outcome"]
+)
+RULES_RELOADS = Counter("skillroute_rules_reloads_total", "Rules changes by result", ["result"])

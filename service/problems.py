@@ -1,0 +1,128 @@
+"""Domain errors and their RFC 9457 problem+json form, mapped in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+PROBLEM_TYPE = "https://skillroute.dev/problems/"
+
+
+class Problem(Exception):
+    """A client-visible error: HTTP status, short title, detail and optional field errors."""
+
+    status = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers
+
+
+class NotFound(Problem):
+    """The named resource does not exist."""
+
+    status, title, slug = 404, "Not found", "not-found"
+
+
+class Conflict(Problem):
+    """The request clashes with the resource's current state."""
+
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class InvalidInput(Problem):
+    """The request is well-formed JSON but its content is not acceptable."""
+
+    status, title, slug = 422, "Invalid input", "invalid-input"
+
+
+class Unauthorized(Problem):
+    """No valid API key."""
+
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+
+class Forbidden(Problem):
+    """The API key lacks the scope this call needs."""
+
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class Unavailable(Problem):
+    """A dependency is down; nothing was changed."""
+
+    status, title, slug = 503, "Service unavailable", "unavailable"
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str,
+    instance: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A problem+json response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+    if errors:
+        body["errors"] = errors
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def validation_errors(errors: Any) -> list[dict[str, Any]]:
+    """Pydantic errors as JSON-safe dicts with a dotted `field` path."""
+    out = []
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        out.append({
+            "field": ".".join(loc),
+            "message": error.get("msg", "invalid"),
+            "type": error.get("type", "invalid"),
+        })
+    return out
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Map every error the API can raise to problem+json."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> Response:
+        return problem_response(exc.status, exc.title, exc.detail, slug=exc.slug,
+                                instance=request.url.path, errors=exc.errors,
+                                headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = validation_errors(exc.errors())
+        first = errors[0] if errors else {"field": "", "message": "invalid request"}
+        return problem_response(
+            422, "Invalid input", f"{first['field']}: {first['message']}", slug="invalid-input",
+            instance=request.url.path, errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return problem_response(exc.status_code, str(exc.detail), str(exc.detail),
+                                slug=f"http-{exc.status_code}", instance=request.url.path,
+                                headers=getattr(exc, "headers", None))

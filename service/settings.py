@@ -1,0 +1,84 @@
+"""All configuration, from environment variables prefixed SKILLROUTE_ (or a .env file)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Scope = Literal["route", "admin", "billing"]
+
+DEMO_API_KEYS: dict[str, list[Scope]] = {
+    "demo-acd-key": ["route"],
+    "demo-admin-key": ["admin"],
+    "demo-billing-key": ["billing"],
+}
+_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "password", "test", "example"}
+DEMO_RULES = Path(__file__).resolve().parent.parent / "routing_rules" / "examples" / "demo.yaml"
+
+
+class Settings(BaseSettings):
+    """skillroute's settings; see the README's settings table for each one."""
+
+    model_config = SettingsConfigDict(env_prefix="SKILLROUTE_", env_file=".env", extra="ignore")
+
+    demo: bool = Field(
+        default=False, description="demo mode: demo API keys, demo rules and agents if empty"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    database_url: str = "sqlite:///./skillroute.db"
+    api_keys: dict[str, list[Scope]] = Field(
+        default_factory=dict, description='JSON object: {"key": ["route", "admin"]}'
+    )
+    rules_file: Path | None = Field(
+        default=None, description="rules YAML to load at start and hot-reload on change"
+    )
+    reservation_ttl_seconds: float = Field(default=20.0, gt=0, le=600)
+    dispatch_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    solve_time_limit_seconds: float = Field(default=2.0, gt=0, le=60)
+    solve_inline_max_arcs: int = Field(
+        default=20_000, ge=0, description="larger solves run in a worker process"
+    )
+    default_handle_seconds: float = Field(
+        default=300.0, gt=0, description="mean handle time used for wait estimates"
+    )
+    write_flush_interval_seconds: float = Field(default=0.05, gt=0, le=5)
+    write_batch_max: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_requests: bool = True
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.demo:
+            return self
+        if not self.api_keys:
+            raise ValueError(
+                "SKILLROUTE_API_KEYS is empty: set API keys, or SKILLROUTE_DEMO=true for a demo"
+            )
+        for key in self.api_keys:
+            if key.lower() in _PLACEHOLDERS or key in DEMO_API_KEYS or len(key) < 16:
+                raise ValueError(
+                    f"API key {key[:4]}… is a placeholder or shorter than 16 characters"
+                )
+        return self
+
+    @cached_property
+    def keys(self) -> dict[str, frozenset[Scope]]:
+        """Every accepted API key with its scopes (demo keys only in demo mode)."""
+        keys = {key: frozenset(scopes) for key, scopes in self.api_keys.items()}
+        if self.demo:
+            for key, scopes in DEMO_API_KEYS.items():
+                keys.setdefault(key, frozenset(scopes))
+        return keys
+
+    @property
+    def effective_rules_file(self) -> Path | None:
+        """The rules file to load: the configured one, or the demo rules in demo mode."""
+        if self.rules_file is not None:
+            return self.rules_file
+        return DEMO_RULES if self.demo else None

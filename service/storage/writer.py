@@ -1,0 +1,149 @@
+"""Group commits for the route hot path.
+
+A commit per request costs more than the whole request, so contact and decision rows are
+queued and written by one background thread in a single transaction every
+`flush_interval` seconds (or as soon as `batch_max` rows wait). What a crash can lose: the rows
+of the last flush interval (50 ms by default) that had not yet been committed. The ACD's retry
+of such a contact is then routed afresh. If the database fails, rows stay queued and are
+retried; `/readyz` reports the writer unhealthy until a flush succeeds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import structlog
+from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from service.storage.tables import ContactRow, DecisionRow
+
+log = structlog.get_logger(__name__)
+
+MAX_PENDING = 200_000
+
+
+class WriterBacklogFull(RuntimeError):
+    """The database has not accepted writes for too long; refuse new work."""
+
+
+class BatchWriter:
+    """Queues contact upserts and decision inserts and commits them in batches."""
+
+    def __init__(self, engine: Engine, *, flush_interval: float, batch_max: int) -> None:
+        self._engine = engine
+        self._interval = flush_interval
+        self._batch_max = batch_max
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._contacts: dict[str, dict[str, Any]] = {}
+        self._decisions: list[dict[str, Any]] = []
+        self._thread: threading.Thread | None = None
+        self.healthy = True
+        self.last_error: str | None = None
+        self.flushed_rows = 0
+
+    @property
+    def pending(self) -> int:
+        """Rows queued and not yet committed."""
+        return len(self._contacts) + len(self._decisions)
+
+    def put_contact(self, row: dict[str, Any]) -> None:
+        """Queue the newest state of a contact (later puts of the same id replace it)."""
+        with self._lock:
+            self._check_backlog()
+            self._contacts[row["contact_id"]] = row
+            if self.pending >= self._batch_max:
+                self._wake.set()
+
+    def put_decision(self, row: dict[str, Any]) -> None:
+        """Queue one routing decision."""
+        with self._lock:
+            self._check_backlog()
+            self._decisions.append(row)
+            if self.pending >= self._batch_max:
+                self._wake.set()
+
+    def pending_contact(self, contact_id: str) -> dict[str, Any] | None:
+        """A contact row still waiting to be written, if any."""
+        with self._lock:
+            return self._contacts.get(contact_id)
+
+    def _check_backlog(self) -> None:
+        if self.pending >= MAX_PENDING:
+            raise WriterBacklogFull(f"{self.pending} rows wait for the database")
+
+    def start(self) -> None:
+        """Start the flushing thread."""
+        self._thread = threading.Thread(target=self._run, name="skillroute-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Flush what is queued and stop the thread."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.flush()
+
+    def _run(self) -> None:
+        backoff = self._interval
+        while not self._stop.is_set():
+            self._wake.wait(backoff)
+            self._wake.clear()
+            if self.flush():
+                backoff = self._interval
+            else:
+                backoff = min(backoff * 2, 5.0)
+
+    def flush(self) -> bool:
+        """Commit everything queued in one transaction; False (rows kept) on failure."""
+        with self._lock:
+            contacts, self._contacts = self._contacts, {}
+            decisions, self._decisions = self._decisions, []
+        if not contacts and not decisions:
+            return True
+        try:
+            started = time.perf_counter()
+            with self._engine.begin() as connection:
+                if contacts:
+                    connection.execute(self._upsert_contacts(), list(contacts.values()))
+                if decisions:
+                    connection.execute(self._insert_decisions(), decisions)
+            self.flushed_rows += len(contacts) + len(decisions)
+            if not self.healthy:
+                log.info("writer.recovered", seconds=round(time.perf_counter() - started, 4))
+            self.healthy, self.last_error = True, None
+            return True
+        except Exception as exc:  # the database is down or refused: keep the rows, retry
+            with self._lock:
+                for contact_id, row in contacts.items():
+                    self._contacts.setdefault(contact_id, row)
+                self._decisions[:0] = decisions
+            self.healthy, self.last_error = False, f"{type(exc).__name__}: {exc}"[:500]
+            log.error("writer.flush_failed", error=self.last_error, pending=self.pending)
+            return False
+
+    def _dialect_insert(self, table: Any) -> Any:
+        name = self._engine.dialect.name
+        if name == "postgresql":
+            return postgresql.insert(table)
+        if name == "sqlite":
+            return sqlite.insert(table)
+        return insert(table)
+
+    def _upsert_contacts(self) -> Any:
+        table = ContactRow.__table__  # type: ignore[attr-defined]
+        statement = self._dialect_insert(table)
+        updated = {c.name: statement.excluded[c.name] for c in table.columns
+                   if c.name not in ("contact_id", "created_at", "first_decision", "request",
+                                     "request_hash")}
+        return statement.on_conflict_do_update(index_elements=["contact_id"], set_=updated)
+
+    def _insert_decisions(self) -> Any:
+        statement = self._dialect_insert(DecisionRow.__table__)  # type: ignore[attr-defined]
+        return statement.on_conflict_do_nothing(index_elements=["decision_id"])
