@@ -6,7 +6,7 @@ Run from the repository root:
     python -m bench.bench_dispatch --quick    # the small cases only, a few seconds
     python -m bench.bench_dispatch --json bench-dispatch.json
 
-For each contacts × agents size and each eligibility density it measures, as medians:
+For each contacts x agents size and each eligibility density it measures, as medians:
 - dispatch: `build_arcs` (grouping, eligibility, scoring) + `solve(method="auto")`;
 - bare MCF: only the OR-Tools calls of a min-cost-flow solve on arc arrays built beforehand,
   i.e. the floor that any dispatch built on OR-Tools pays;
@@ -56,7 +56,7 @@ ELIGIBILITIES: tuple[Eligibility, ...] = ("sparse", "dense")
 
 @dataclass(frozen=True)
 class CaseResult:
-    """Medians (milliseconds) and outcomes of one size × eligibility case."""
+    """Medians (milliseconds) and outcomes of one size x eligibility case."""
 
     eligibility: str
     contacts: int
@@ -115,12 +115,12 @@ def bare_graph(n_contacts: int, capacity: IntArray, arcs: Arcs) -> BareGraph:
     heads = np.concatenate(
         [contact_node, agent_node[arcs.agent], np.full(n_agents, sink), [sink]]
     ).astype(np.int64)
-    capacities = np.concatenate(
-        [np.ones(n_contacts + arcs.size), capacity, [n_contacts]]
-    ).astype(np.int64)
-    costs = np.concatenate(
-        [np.zeros(n_contacts), -arcs.value, np.zeros(n_agents + 1)]
-    ).astype(np.int64)
+    capacities = np.concatenate([np.ones(n_contacts + arcs.size), capacity, [n_contacts]]).astype(
+        np.int64
+    )
+    costs = np.concatenate([np.zeros(n_contacts), -arcs.value, np.zeros(n_agents + 1)]).astype(
+        np.int64
+    )
     return BareGraph(
         tails=tails,
         heads=heads,
@@ -238,7 +238,7 @@ def run_case(eligibility: Eligibility, n_contacts: int, n_agents: int, seed: int
 def markdown_table(results: Sequence[CaseResult]) -> str:
     """The results as a markdown table, one row per case."""
     header = (
-        "| contacts×agents | eligibility | pairs (density) | auto | dispatch ms | build ms "
+        "| contactsxagents | eligibility | pairs (density) | auto | dispatch ms | build ms "
         "| bare MCF ms | dispatch/bare | LSA ms | MCF ms | greedy ms | served opt/greedy "
         "| value greedy/opt | match pts opt/greedy | reps |"
     )
@@ -247,9 +247,9 @@ def markdown_table(results: Sequence[CaseResult]) -> str:
     for r in results:
         check = "" if r.totals_agree else " ✗"
         rows.append(
-            f"| {r.contacts}×{r.agents} | {r.eligibility} | {r.pairs:,} ({r.density:.1%}) "
+            f"| {r.contacts}x{r.agents} | {r.eligibility} | {r.pairs:,} ({r.density:.1%}) "
             f"| {r.auto_method}{check} | {r.dispatch_ms:.2f} | {r.build_ms:.2f} "
-            f"| {r.bare_mcf_ms:.2f} | {r.dispatch_over_bare:.2f}× | {r.lsa_ms:.2f} "
+            f"| {r.bare_mcf_ms:.2f} | {r.dispatch_over_bare:.2f}x | {r.lsa_ms:.2f} "
             f"| {r.mcf_ms:.2f} | {r.greedy_ms:.2f} | {r.served_optimal}/{r.served_greedy} "
             f"| {r.greedy_over_optimal:.4f} "
             f"| {r.match_points_optimal:.2f}/{r.match_points_greedy:.2f} | {r.repeats} |"
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     print(f"command: {command}")
     print("environment: " + ", ".join(f"{k} {v}" for k, v in environment.items()))
-    print("times are medians in milliseconds; dispatch = build_arcs + solve(auto)\n")
+    print("times are medians in milliseconds; dispatch = build_arcs + solve(auto)\n", flush=True)
 
     warm_up(args.seed)
     results: list[CaseResult] = []
@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = run_case(eligibility, n_contacts, n_agents, args.seed)
             results.append(result)
             print(
-                f"  {n_contacts}×{n_agents} {eligibility}: dispatch {result.dispatch_ms:.2f} ms",
+                f"  {n_contacts}x{n_agents} {eligibility}: dispatch {result.dispatch_ms:.2f} ms",
                 file=sys.stderr,
                 flush=True,
             )

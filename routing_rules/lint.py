@@ -101,7 +101,7 @@ def _implies(narrow: object, wide: object) -> bool:
     if candidates is not None:
         # The values `narrow` accepts are exactly these (up to 1 == 1.0): check each one.
         return all(attribute_holds(wide, v) for v in candidates if attribute_holds(narrow, v))
-    # `narrow` accepts infinitely many values, so `wide` must not list the ones it accepts.
+    # `narrow` accepts infinitely many values: a `wide` that lists what it accepts cannot cover.
     if not isinstance(wide, AttributeTest) or wide.eq is not None or wide.in_ is not None:
         return False
     excluded = [*([] if wide.ne is None else [wide.ne]), *(wide.not_in or [])]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from service import clock
 from service.models import AgentIn, AgentOut, AgentStatusName
 from service.problems import InvalidInput, NotFound
 from service.routing import RoutingService
@@ -28,7 +28,7 @@ class AgentDesk:
     async def put(self, agent_id: str, body: AgentIn) -> tuple[AgentOut, bool]:
         """Create or replace an agent; returns the agent and whether it was created."""
         self._check_vocabulary(body)
-        now = time.time()
+        now = clock.now()
         previous = await self._state.get_agent(agent_id)
         status_since = previous.status_since if previous and previous.status == body.status \
             else now
@@ -84,7 +84,7 @@ class AgentDesk:
         seen: dict[str, AgentStatusName] = {}
         for agent_id, status in changes:
             seen[agent_id] = status  # the last change of an agent in the batch wins
-        now = time.time()
+        now = clock.now()
         await asyncio.to_thread(self._save_status, list(seen.items()), now)
         channels: set[str] = set()
         for agent_id, status in seen.items():

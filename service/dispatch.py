@@ -31,7 +31,7 @@ from routing_rules.scoring import (
     build_arcs,
     terms_for_rows,
 )
-from service import metrics
+from service import clock, metrics
 from service.state.base import RealtimeState
 from service.state.records import Reservation, WaitingEntry
 
@@ -99,7 +99,7 @@ class Dispatcher:
     ) -> DispatchResult:
         """Solve and claim for every waiting contact of `channel`."""
         async with self._locks[channel]:
-            return await self._dispatch(rules, channel, trigger, time.time() if now is None
+            return await self._dispatch(rules, channel, trigger, clock.now() if now is None
                                         else now)
 
     async def _dispatch(

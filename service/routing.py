@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import replace
@@ -23,7 +22,7 @@ from sqlmodel import Session, col, select
 
 from routing_rules.compiled import CompiledRules, ContactFacts
 from routing_rules.scoring import ScoreTerms, explain_candidates
-from service import metrics
+from service import clock, metrics
 from service.contacts import ContactState
 from service.dispatch import (
     Dispatcher,
@@ -84,7 +83,7 @@ class RoutingService:
             return existing.first_decision, True
         rules = self.rules.compiled
         _check_vocabulary(rules, body)
-        now = time.time()
+        now = clock.now()
         facts = ContactFacts(body.channel, body.segment, body.inquiry_type, body.journey_stage,
                              body.language, body.attributes)
         rule = rules.rule_for(facts)
@@ -168,7 +167,7 @@ class RoutingService:
                skip: str | None = None) -> int:
         """Record placements made by a dispatch (other than the routed contact itself)."""
         placed = 0
-        now = time.time()
+        now = clock.now()
         for placement in result.placements:
             contact_id = placement.entry.contact_id
             if contact_id == skip:
@@ -221,7 +220,7 @@ class RoutingService:
     async def on_rules_changed(self, rules: CompiledRules) -> None:
         """Re-match every waiting contact under the new rules, then dispatch."""
         await self.state.reindex(rules)
-        now = time.time()
+        now = clock.now()
         entries = await self.state.waiting()
         rematched = []
         for entry in entries:
@@ -242,7 +241,7 @@ class RoutingService:
 
     async def tick(self) -> None:
         """Periodic work: expire reservations, relax waiting contacts, refresh gauges."""
-        now = time.time()
+        now = clock.now()
         for reservation in await self.state.due_reservations(now):
             await self._requeue(reservation.reservation_id, reason="expired", now=now)
         await self.dispatch_all(trigger="timer")
@@ -271,20 +270,20 @@ class RoutingService:
     async def accept(self, reservation_id: str) -> tuple[Reservation, ContactState]:
         """The agent takes the contact: the slot stays taken until complete."""
         reservation = await self.state.end_reservation(reservation_id, keep_load=True,
-                                                       now=time.time())
+                                                       now=clock.now())
         if reservation is None:
             raise NotFound(f"reservation {reservation_id} is not open (expired, rejected or "
                            "unknown)")
         contact = self._contacts[reservation.contact_id]
         contact.status = "connected"
-        contact.updated_at = time.time()
+        contact.updated_at = clock.now()
         self.writer.put_contact(contact.to_row())
         metrics.RESERVATIONS.labels(outcome="accepted").inc()
         return reservation, contact
 
     async def reject(self, reservation_id: str, reason: str) -> tuple[Reservation, ContactState]:
         """The agent turns the offer down: the contact is dispatched again without that agent."""
-        found = await self._requeue(reservation_id, reason=reason or "rejected", now=time.time())
+        found = await self._requeue(reservation_id, reason=reason or "rejected", now=clock.now())
         if found is None:
             raise NotFound(f"reservation {reservation_id} is not open (expired, rejected or "
                            "unknown)")
@@ -327,7 +326,7 @@ class RoutingService:
         if contact.status != "connected":
             raise Conflict(f"contact {contact_id} is {contact.status}; only a connected contact "
                            "can be completed")
-        now = time.time()
+        now = clock.now()
         assert contact.agent_id is not None
         await self.state.release(contact.agent_id, contact.channel, now)
         self._end(contact, "completed", now)
@@ -339,7 +338,7 @@ class RoutingService:
         contact = await self.get(contact_id)
         if contact.status == "abandoned":
             return contact
-        now = time.time()
+        now = clock.now()
         if contact.status == "queued":
             await self.state.remove_waiting(contact_id)
         elif contact.status == "reserved" and contact.reservation_id is not None:
@@ -383,7 +382,7 @@ class RoutingService:
         latest = decisions[-1] if decisions else None
         candidates: list[dict[str, Any]] = []
         if contact.status == "queued" and contact.entry is not None:
-            now = time.time()
+            now = clock.now()
             entry = advance_stages(rules, [contact.entry], now)[0]
             pool = await self.state.pool(contact.channel, now)
             waiting = as_waiting_contact(rules, entry, now)
@@ -420,7 +419,7 @@ class RoutingService:
         """Rebuild waiting set, reservations and agent load from the database after a start."""
         rows = await asyncio.to_thread(self._active_rows)
         rules = self.rules.compiled
-        now = time.time()
+        now = clock.now()
         for row in rows:
             contact = ContactState.from_row(row)
             rule = rules.rule_named(contact.rule) or rules.rule_for(contact.facts)

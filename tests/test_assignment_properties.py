@@ -104,9 +104,7 @@ def may_take(pool: AgentPool, j: int, contact: WaitingContact, channel: int) -> 
     return all(pool.skills[j, SKILLS.index(name)] >= level for name, level in skills.items())
 
 
-def max_served(
-    n_contacts: int, capacity: Sequence[int], allowed: set[tuple[int, int]]
-) -> int:
+def max_served(n_contacts: int, capacity: Sequence[int], allowed: set[tuple[int, int]]) -> int:
     """Most contacts servable at once: augmenting paths over one node per free slot."""
     slots = [j for j, free in enumerate(capacity) for _ in range(free)]
     slot_taker: list[int | None] = [None] * len(slots)
@@ -172,18 +170,14 @@ def floors(draw: st.DrawFn) -> Floor:
     ids = tuple(f"agent-{j}" for j in range(n_agents))
     pool = AgentPool(
         ids=ids,
-        skills=np.array(
-            [draw(levels) for _ in ids], dtype=np.int8
-        ).reshape(n_agents, len(SKILLS)),
+        skills=np.array([draw(levels) for _ in ids], dtype=np.int8).reshape(n_agents, len(SKILLS)),
         languages=np.array([draw(speaks) for _ in ids], dtype=np.bool_).reshape(
             n_agents, len(LANGUAGES)
         ),
-        free=np.array([draw(free) for _ in ids], dtype=np.int32).reshape(
-            n_agents, len(CHANNELS)
+        free=np.array([draw(free) for _ in ids], dtype=np.int32).reshape(n_agents, len(CHANNELS)),
+        idle_seconds=np.array([draw(st.integers(0, 3600)) for _ in ids], dtype=np.float64).reshape(
+            n_agents
         ),
-        idle_seconds=np.array(
-            [draw(st.integers(0, 3600)) for _ in ids], dtype=np.float64
-        ).reshape(n_agents),
     )
     contacts = []
     for i in range(draw(st.integers(0, 8))):
@@ -208,7 +202,7 @@ def floors(draw: st.DrawFn) -> Floor:
 @PROPERTY_SETTINGS
 @given(floor=floors())
 def test_dispatch_respects_capacity_requirements_and_beats_first_come(floor: Floor) -> None:
-    """Per channel: within free capacity, only eligible agents, most contacts, never below greedy."""
+    """Per channel: within capacity, only eligible agents, most contacts, never below greedy."""
     pool = floor.pool
     for channel in range(len(CHANNELS)):
         queue = [c for c in floor.contacts if c.channel == channel]
@@ -255,9 +249,7 @@ def arc_problems(draw: st.DrawFn) -> tuple[int, np.ndarray, Arcs]:
             )
         )
     )
-    values = [
-        int(BASE * SCALE) + draw(st.integers(0, 20 * SCALE)) for _ in pairs
-    ]
+    values = [int(BASE * SCALE) + draw(st.integers(0, 20 * SCALE)) for _ in pairs]
     arcs = Arcs(
         np.array([i for i, _ in pairs], dtype=np.int64),
         np.array([j for _, j in pairs], dtype=np.int64),

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
+from service import clock
 from service.api.deps import AcdCaller, AgentsDep, RoutingDep
 from service.models import (
     AgentIn,
@@ -75,11 +76,9 @@ async def set_agents_status(body: BulkStatusIn, caller: AcdCaller,
 async def queue_snapshot(caller: AcdCaller, routing: RoutingDep,
                          limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> QueueOut:
     """Waiting contacts, most urgent first: channel, rule, stage, priority and age."""
-    import time
-
     entries = await routing.queue()
     rules = routing.rules.compiled
-    now = time.time()
+    now = clock.now()
     by_channel: dict[str, int] = {}
     for e in entries:
         by_channel[e.channel] = by_channel.get(e.channel, 0) + 1

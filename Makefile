@@ -1,0 +1,47 @@
+# Everything installs into the project: a private uv in .tools/, the locked environment in .venv/.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: install run test lint format bench bench-dispatch bench-route clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+install: $(VENV)/.synced ## Create .venv from uv.lock (dev tools included)
+
+run: install ## Serve on 127.0.0.1:8000 with demo rules, agents and API keys
+	SKILLROUTE_DEMO=$${SKILLROUTE_DEMO:-true} $(BIN)/skillroute serve
+
+test: install ## The whole test suite
+	$(BIN)/pytest
+
+lint: install ## ruff, formatting and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: bench-dispatch bench-route ## All benchmarks (prints the figures the README quotes)
+
+bench-dispatch: install
+	$(BIN)/python -m bench.bench_dispatch
+
+bench-route: install
+	$(BIN)/python -m bench.bench_route
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis
