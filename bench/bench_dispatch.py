@@ -146,17 +146,11 @@ def solve_bare(graph: BareGraph) -> int:
     return -int(flow.optimal_cost())
 
 
-def timed(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
-    """Median wall time of `fn` in milliseconds over `repeats` runs, and its last result."""
-    gc.collect()
-    times: list[float] = []
-    result: T | None = None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    assert result is not None
-    return statistics.median(times), result
+def clocked(fn: Callable[[], T]) -> tuple[float, T]:
+    """Wall time of one call of `fn` in milliseconds, and its result."""
+    start = time.perf_counter()
+    result = fn()
+    return (time.perf_counter() - start) * 1000.0, result
 
 
 def repeats_for(pairs: int) -> int:
@@ -195,20 +189,26 @@ def run_case(eligibility: Eligibility, n_contacts: int, n_agents: int, seed: int
     arcs, _ = build_arcs(workload.rules, workload.pool, workload.contacts, workload.channel)
     repeats = repeats_for(arcs.size)
 
-    gc.collect()
-    dispatch_times: list[float] = []
-    build_times: list[float] = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        build_ms, optimal = dispatch_once(workload)
-        dispatch_times.append((time.perf_counter() - start) * 1000.0)
-        build_times.append(build_ms)
-
     graph = bare_graph(n_contacts, capacity, arcs)
-    bare_ms, bare_total = timed(lambda: solve_bare(graph), repeats)
-    lsa_ms, lsa = timed(lambda: solve(n_contacts, capacity, arcs, method="lsa"), repeats)
-    mcf_ms, mcf = timed(lambda: solve(n_contacts, capacity, arcs, method="mcf"), repeats)
-    greedy_ms, first_come = timed(lambda: greedy(n_contacts, capacity, arcs), repeats)
+    # Variants take turns within each repeat, so a slow spell of a shared machine (other
+    # processes, frequency changes) lands on all of them instead of skewing one.
+    times: dict[str, list[float]] = {
+        name: [] for name in ("dispatch", "build", "bare", "lsa", "mcf", "greedy")
+    }
+    for _ in range(repeats):
+        gc.collect()
+        dispatch_ms, (build_ms, optimal) = clocked(lambda: dispatch_once(workload))
+        times["dispatch"].append(dispatch_ms)
+        times["build"].append(build_ms)
+        bare_ms, bare_total = clocked(lambda: solve_bare(graph))
+        times["bare"].append(bare_ms)
+        lsa_ms, lsa = clocked(lambda: solve(n_contacts, capacity, arcs, method="lsa"))
+        times["lsa"].append(lsa_ms)
+        mcf_ms, mcf = clocked(lambda: solve(n_contacts, capacity, arcs, method="mcf"))
+        times["mcf"].append(mcf_ms)
+        greedy_ms, first_come = clocked(lambda: greedy(n_contacts, capacity, arcs))
+        times["greedy"].append(greedy_ms)
+    median = {name: statistics.median(values) for name, values in times.items()}
 
     totals = {optimal.total_value, bare_total, lsa.total_value, mcf.total_value}
     return CaseResult(
@@ -219,12 +219,12 @@ def run_case(eligibility: Eligibility, n_contacts: int, n_agents: int, seed: int
         density=arcs.size / (n_contacts * n_agents),
         repeats=repeats,
         auto_method=optimal.method,
-        dispatch_ms=statistics.median(dispatch_times),
-        build_ms=statistics.median(build_times),
-        bare_mcf_ms=bare_ms,
-        lsa_ms=lsa_ms,
-        mcf_ms=mcf_ms,
-        greedy_ms=greedy_ms,
+        dispatch_ms=median["dispatch"],
+        build_ms=median["build"],
+        bare_mcf_ms=median["bare"],
+        lsa_ms=median["lsa"],
+        mcf_ms=median["mcf"],
+        greedy_ms=median["greedy"],
         served_optimal=int((optimal.agent_of >= 0).sum()),
         served_greedy=int((first_come.agent_of >= 0).sum()),
         value_optimal=optimal.total_value,
@@ -278,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "numpy": np.__version__,
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
+        # Other work on the machine inflates every figure; the load says how much there was.
+        "load average (1 min) at start": round(os.getloadavg()[0], 2),
     }
     print(f"command: {command}")
     print("environment: " + ", ".join(f"{k} {v}" for k, v in environment.items()))
