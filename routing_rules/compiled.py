@@ -8,6 +8,7 @@ its current stage has had free capacity.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,16 @@ from typing import TypeGuard
 import numpy as np
 import numpy.typing as npt
 
-from routing_rules.schema import AttributeTest, Match, Preference, Requirement, Rule, RuleSet
+from routing_rules.schema import (
+    MAX_SKILL_LEVEL,
+    AttributeTest,
+    Match,
+    Preference,
+    Requirement,
+    Rule,
+    RuleSet,
+    Scoring,
+)
 
 IMPLICIT_RULE_NAME = "(no rule matched: implicit default)"
 
@@ -45,6 +55,15 @@ class StagePlan:
     preferred_skills: npt.NDArray[np.intp]
     preferred_weights: npt.NDArray[np.float64]
     language: bool
+    # The same over the whole skill vocabulary, so that scoring is one matrix product:
+    # minimum level per skill (0: not required), 1/k on the k required skills, and the
+    # normalised preference weights.
+    minimum_levels: npt.NDArray[np.int8]
+    fit_vector: npt.NDArray[np.float64]
+    preference_vector: npt.NDArray[np.float64]
+    # skill_fit · fit_vector + preferred · preference_vector, over MAX_SKILL_LEVEL: the whole
+    # skill part of an agent's score is `skills @ score_vector`.
+    score_vector: npt.NDArray[np.float32]
 
     def triggered(self, *, wait_seconds: float, stalled_seconds: float) -> bool:
         """Whether this stage starts, given total wait and time without an eligible free agent."""
@@ -102,6 +121,26 @@ class CompiledRule:
             ):
                 stage += 1
         return stage
+
+    def next_check_time(
+        self, stage: int, *, enqueued_at: float, stage_entered_at: float,
+        last_eligible_free_at: float,
+    ) -> float:
+        """The earliest time the next stage could start (inf at the end of the ladder).
+
+        The stall clock restarts whenever an eligible agent is seen free, so the time given
+        here can move later; checking too early is harmless, never too late.
+        """
+        if stage + 1 >= len(self.stages):
+            return math.inf
+        trigger = self.stages[stage + 1]
+        when = math.inf
+        if trigger.after_wait_seconds is not None:
+            when = enqueued_at + trigger.after_wait_seconds
+        if trigger.no_eligible_free_seconds is not None:
+            stalled_since = max(stage_entered_at, last_eligible_free_at)
+            when = min(when, stalled_since + trigger.no_eligible_free_seconds)
+        return when
 
 
 _MISSING = object()
@@ -169,9 +208,15 @@ class CompiledRules:
 
     def rule_named(self, name: str) -> CompiledRule | None:
         """The compiled rule with this name (the implicit default included)."""
-        if name == self.implicit.name:
-            return self.implicit
-        return next((r for r in self.rules if r.name == name), None)
+        return self._by_name.get(name)
+
+    @property
+    def _by_name(self) -> dict[str, CompiledRule]:
+        cached: dict[str, CompiledRule] | None = self.__dict__.get("_by_name_cache")
+        if cached is None:
+            cached = {rule.name: rule for rule in (*self.rules, self.implicit)}
+            object.__setattr__(self, "_by_name_cache", cached)
+        return cached
 
 
 def compile_rules(ruleset: RuleSet, *, version: int = 0, checksum: str = "") -> CompiledRules:
@@ -179,14 +224,15 @@ def compile_rules(ruleset: RuleSet, *, version: int = 0, checksum: str = "") -> 
     vocab = ruleset.vocabularies
     skill_index = {name: i for i, name in enumerate(vocab.skills)}
     compiled = tuple(
-        _compile_rule(index, rule, skill_index) for index, rule in enumerate(ruleset.rules)
+        _compile_rule(index, rule, skill_index, ruleset.scoring)
+        for index, rule in enumerate(ruleset.rules)
     )
     implicit = CompiledRule(
         index=-1,
         name=IMPLICIT_RULE_NAME,
         priority=0,
         match=Match(),
-        stages=(_plan("default", None, None, Requirement(), Preference(), skill_index),),
+        stages=(_plan("default", None, None, Requirement(), Preference(), skill_index, ruleset.scoring),),
     )
     return CompiledRules(
         ruleset=ruleset,
@@ -200,8 +246,10 @@ def compile_rules(ruleset: RuleSet, *, version: int = 0, checksum: str = "") -> 
     )
 
 
-def _compile_rule(index: int, rule: Rule, skill_index: dict[str, int]) -> CompiledRule:
-    stages = [_plan("base", None, None, rule.require, rule.prefer, skill_index)]
+def _compile_rule(
+    index: int, rule: Rule, skill_index: dict[str, int], scoring: Scoring
+) -> CompiledRule:
+    stages = [_plan("base", None, None, rule.require, rule.prefer, skill_index, scoring)]
     preference = rule.prefer
     for stage in rule.relax:
         preference = stage.prefer if stage.prefer is not None else preference
@@ -213,6 +261,7 @@ def _compile_rule(index: int, rule: Rule, skill_index: dict[str, int]) -> Compil
                 stage.require,
                 preference,
                 skill_index,
+                scoring,
             )
         )
     if rule.fallback.action == "any_agent":
@@ -224,6 +273,7 @@ def _compile_rule(index: int, rule: Rule, skill_index: dict[str, int]) -> Compil
                 Requirement(skills={}, language=rule.fallback.language),
                 preference,
                 skill_index,
+                scoring,
             )
         )
     return CompiledRule(index, rule.name, rule.priority, rule.match, tuple(stages))
@@ -236,16 +286,34 @@ def _plan(
     require: Requirement,
     prefer: Preference,
     skill_index: dict[str, int],
+    scoring: Scoring,
 ) -> StagePlan:
     weights = np.array(list(prefer.skills.values()), dtype=np.float64)
     total = weights.sum()
+    normalised = weights / total if total > 0 else np.zeros_like(weights)
+    required = np.array([skill_index[s] for s in require.skills], dtype=np.intp)
+    levels = np.array(list(require.skills.values()), dtype=np.int8)
+    preferred = np.array([skill_index[s] for s in prefer.skills], dtype=np.intp)
+    n_skills = len(skill_index)
+    minimum = np.zeros(n_skills, dtype=np.int8)
+    minimum[required] = levels
+    fit = np.zeros(n_skills, dtype=np.float64)
+    if required.size:
+        fit[required] = 1.0 / required.size
+    preference = np.zeros(n_skills, dtype=np.float64)
+    np.add.at(preference, preferred, normalised)
     return StagePlan(
         name=name,
         after_wait_seconds=None if after is None else float(after),
         no_eligible_free_seconds=None if stalled is None else float(stalled),
-        required_skills=np.array([skill_index[s] for s in require.skills], dtype=np.intp),
-        required_levels=np.array(list(require.skills.values()), dtype=np.int8),
-        preferred_skills=np.array([skill_index[s] for s in prefer.skills], dtype=np.intp),
-        preferred_weights=weights / total if total > 0 else np.zeros_like(weights),
+        required_skills=required,
+        required_levels=levels,
+        preferred_skills=preferred,
+        preferred_weights=normalised,
         language=require.language,
+        minimum_levels=minimum,
+        fit_vector=fit,
+        preference_vector=preference,
+        score_vector=((fit * scoring.skill_fit + preference * scoring.preferred)
+                      / MAX_SKILL_LEVEL).astype(np.float32),
     )

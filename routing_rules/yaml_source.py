@@ -85,7 +85,10 @@ def parse_located(text: str) -> LocatedDocument:
         raise YamlSourceError(
             [SourceError(1, 1, "", f"document is larger than {MAX_DOCUMENT_BYTES} bytes")]
         )
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # the reader rejects control characters up front
+        raise YamlSourceError([_unreadable(text, exc)]) from exc
     try:
         root = loader.get_single_node()
         if root is None:
@@ -106,6 +109,14 @@ def parse_located(text: str) -> LocatedDocument:
         raise YamlSourceError([SourceError(1, 1, "", f"YAML: {exc}")]) from exc
     finally:
         loader.dispose()
+
+
+def _unreadable(text: str, exc: yaml.reader.ReaderError) -> SourceError:
+    before = text[: exc.position]
+    line = before.count("\n") + 1
+    column = exc.position - (before.rfind("\n") + 1) + 1
+    character = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+    return SourceError(line, column, "", f"YAML: unacceptable character {character}: {exc.reason}")
 
 
 def _build(

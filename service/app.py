@@ -97,6 +97,7 @@ async def _start(app: FastAPI, settings: Settings) -> None:
             await desk.put(agent_id, body)
         agents_loaded = len(demo_agents())
     contacts_recovered = await routing.recover()
+    await routing.dispatch_all(trigger="startup")
     log.info("service.started", rules_version=store.active.row.version,
              agents=agents_loaded, contacts_recovered=contacts_recovered,
              database=settings.database_url.split("://")[0], demo=settings.demo)

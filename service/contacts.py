@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from routing_rules.compiled import ContactFacts
@@ -34,11 +34,8 @@ class ContactState:
     entry: WaitingEntry | None = None
 
     def to_row(self) -> dict[str, Any]:
-        """The database row of this contact."""
-        row = asdict(self)
-        row.pop("stage_name")
-        row.pop("entry")
-        return row
+        """The database row of this contact (a shallow copy: rows are written, not mutated)."""
+        return {name: getattr(self, name) for name in _ROW_FIELDS}
 
     @property
     def facts(self) -> ContactFacts:
@@ -75,3 +72,6 @@ class ContactState:
             excluded_agents=list(row.excluded_agents or []),
             ended_at=row.ended_at,
         )
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(ContactState) if f.name not in ("stage_name", "entry"))

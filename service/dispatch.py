@@ -10,10 +10,10 @@ the next dispatch.
 from __future__ import annotations
 
 import asyncio
+import math
 import concurrent.futures
 import multiprocessing
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -32,6 +32,7 @@ from routing_rules.scoring import (
     terms_for_rows,
 )
 from service import clock, metrics
+from service.ids import new_id
 from service.state.base import RealtimeState
 from service.state.records import Reservation, WaitingEntry
 
@@ -95,34 +96,50 @@ class Dispatcher:
             self._pool = None
 
     async def dispatch(
-        self, rules: CompiledRules, channel: str, *, trigger: str, now: float | None = None
+        self, rules: CompiledRules, channel: str, *, trigger: str, now: float | None = None,
+        only: list[WaitingEntry] | None = None,
     ) -> DispatchResult:
-        """Solve and claim for every waiting contact of `channel`."""
+        """Solve and claim for every waiting contact of `channel` (or just `only`).
+
+        Every event that frees capacity (status change, completion, rejection, expiry) runs a
+        full dispatch at once, so after it no waiting contact has an eligible free agent left.
+        A newly routed contact can therefore be solved alone (`only`): the free capacity it
+        sees is capacity nobody waiting could use. Time-triggered relaxation is picked up by
+        the periodic full dispatch.
+        """
         async with self._locks[channel]:
-            return await self._dispatch(rules, channel, trigger, clock.now() if now is None
-                                        else now)
+            return await self._dispatch(rules, channel, trigger,
+                                        clock.now() if now is None else now, only)
 
     async def _dispatch(
-        self, rules: CompiledRules, channel: str, trigger: str, now: float
+        self, rules: CompiledRules, channel: str, trigger: str, now: float,
+        only: list[WaitingEntry] | None,
     ) -> DispatchResult:
         result = DispatchResult(channel)
-        entries = await self._state.waiting(channel)
+        entries = only if only is not None else await self._state.waiting(channel)
         if not entries:
             return result
-        pool = await self._state.pool(channel, now)
-        result.free_agents = pool.size
-        if pool.size == 0:
-            return result
         started = time.perf_counter()
-        entries = advance_stages(rules, entries, now)
-        contacts = [as_waiting_contact(rules, e, now) for e in entries]
+        advanced = advance_stages(rules, entries, now)
+        pool = await self._state.pool(channel, now)
         c = rules.channels.index(channel)
+        result.free_agents = int(np.count_nonzero(pool.free[:, c]))
+        if result.free_agents == 0:
+            await self._state.update_waiting(
+                [schedule(rules, e) for e, old in zip(advanced, entries, strict=True)
+                 if e is not old or only is not None])
+            return result
+        contacts = [as_waiting_contact(rules, e, now) for e in advanced]
         arcs, had_eligible = build_arcs(rules, pool, contacts, c)
-        entries = [
-            replace(e, last_eligible_free_at=now) if had_eligible[i] else e
-            for i, e in enumerate(entries)
-        ]
-        await self._state.update_waiting(entries)
+        changed = []
+        for i, (entry, old) in enumerate(zip(advanced, entries, strict=True)):
+            if had_eligible[i]:
+                entry = replace(entry, last_eligible_free_at=now)
+                advanced[i] = entry
+            if entry is not old or only is not None:
+                changed.append(schedule(rules, entry))
+        entries = advanced
+        await self._state.update_waiting(changed)
         result.considered = len(entries)
         capacity = pool.free[:, c].astype(np.int64)
         assignment = await self._solve(len(contacts), capacity, arcs, channel)
@@ -133,7 +150,7 @@ class Dispatcher:
         for i in chosen.tolist():
             entry, row = entries[i], int(assignment.agent_of[i])
             reservation = Reservation(
-                reservation_id=uuid.uuid4().hex,
+                reservation_id=new_id(),
                 contact_id=entry.contact_id,
                 agent_id=pool.ids[row],
                 channel=channel,
@@ -153,7 +170,7 @@ class Dispatcher:
         metrics.DISPATCH_SECONDS.labels(method=assignment.method).observe(result.seconds)
         if result.seconds > 0.05:
             log.info("dispatch.slow", channel=channel, trigger=trigger, contacts=len(contacts),
-                     agents=pool.size, arcs=arcs.size, method=assignment.method,
+                     agents=result.free_agents, arcs=arcs.size, method=assignment.method,
                      seconds=round(result.seconds, 4))
         return result
 
@@ -203,6 +220,15 @@ def advance_stages(
             entry = replace(entry, stage=stage, stage_entered_at=now)
         out.append(entry)
     return out
+
+
+def schedule(rules: CompiledRules, entry: WaitingEntry) -> WaitingEntry:
+    """The entry with `next_check_at` set to when its next relaxation stage may start."""
+    rule = rules.rule_named(entry.rule)
+    at = math.inf if rule is None else rule.next_check_time(
+        entry.stage, enqueued_at=entry.enqueued_at, stage_entered_at=entry.stage_entered_at,
+        last_eligible_free_at=entry.last_eligible_free_at)
+    return entry if at == entry.next_check_at else replace(entry, next_check_at=at)
 
 
 def as_waiting_contact(rules: CompiledRules, entry: WaitingEntry, now: float) -> WaitingContact:

@@ -30,3 +30,24 @@ RESERVATIONS = Counter(
     "skillroute_reservations_total", "Reservation outcomes", ["outcome"]
 )
 RULES_RELOADS = Counter("skillroute_rules_reloads_total", "Rules changes by result", ["result"])
+
+
+_decisions: dict[tuple[str, str], Counter] = {}
+_waits: dict[str, Histogram] = {}
+
+
+def decision(outcome: str, trigger: str) -> None:
+    """Count one routing decision (label children cached: this runs on every route call)."""
+    child = _decisions.get((outcome, trigger))
+    if child is None:
+        child = _decisions[(outcome, trigger)] = DECISIONS.labels(outcome=outcome,
+                                                                  trigger=trigger)
+    child.inc()
+
+
+def wait_seconds(channel: str, seconds: float) -> None:
+    """Observe how long a contact waited for its reservation."""
+    child = _waits.get(channel)
+    if child is None:
+        child = _waits[channel] = WAIT_SECONDS.labels(channel=channel)
+    child.observe(seconds)

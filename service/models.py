@@ -254,6 +254,13 @@ class RuleVersionList(BaseModel):
     limit: int
 
 
+class ReadinessOut(BaseModel):
+    """Whether the service can route and persist, with the result of each check."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description='check -> "ok", "version N" or "error: ..."')
+
+
 class ProblemOut(BaseModel):
     """An RFC 9457 problem document."""
 
@@ -267,13 +274,20 @@ class ProblemOut(BaseModel):
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the problem responses a route can give."""
-    text = {400: "Bad request", 401: "Missing or unknown API key", 403: "API key lacks the scope",
-            404: "Not found", 409: "Conflicts with the current state",
+    text = {400: "The body could not be parsed", 401: "Missing or unknown API key",
+            403: "API key lacks the scope", 404: "Not found",
+            405: "Method not allowed on this path (see the Allow header)",
+            409: "Conflicts with the current state",
             413: "Request body too large", 415: "Unsupported media type",
             422: "Invalid input (field-level errors)",
             503: "A dependency is down; nothing was changed"}
+    # Inline, not `model=`: FastAPI would document the model under application/json, a media
+    # type problems are never sent with, and leave application/problem+json without a schema.
     return {
-        status: {"model": ProblemOut, "description": text[status],
-                 "content": {"application/problem+json": {}}}
+        status: {"description": text[status],
+                 "content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}}}
         for status in statuses
     }
+
+
+_PROBLEM_SCHEMA = ProblemOut.model_json_schema()

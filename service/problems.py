@@ -7,8 +7,10 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 PROBLEM_TYPE = "https://skillroute.dev/problems/"
 
@@ -44,6 +46,12 @@ class InvalidInput(Problem):
     """The request is well-formed JSON but its content is not acceptable."""
 
     status, title, slug = 422, "Invalid input", "invalid-input"
+
+
+class PayloadTooLarge(Problem):
+    """The request body is larger than this endpoint accepts."""
+
+    status, title, slug = 413, "Request body too large", "too-large"
 
 
 class Unauthorized(Problem):
@@ -123,6 +131,25 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
         return problem_response(exc.status_code, str(exc.detail), str(exc.detail),
                                 slug=f"http-{exc.status_code}", instance=request.url.path,
-                                headers=getattr(exc, "headers", None))
+                                headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route at the request's path (RFC 9110 Allow).
+
+    Starlette's own 405 names only the first route that matched the path, so `GET /v1/rules`
+    and `PUT /v1/rules` would each hide the other.
+    """
+    methods: set[str] = set()
+    for context in iter_route_contexts(request.app.routes):
+        route = context.route
+        if isinstance(route, Route | APIRoute) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))

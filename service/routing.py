@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-import orjson
 import structlog
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -23,6 +22,8 @@ from sqlmodel import Session, col, select
 from routing_rules.compiled import CompiledRules, ContactFacts
 from routing_rules.scoring import ScoreTerms, explain_candidates
 from service import clock, metrics
+from service.gc_tuning import GcTuner
+from service.ids import new_id
 from service.contacts import ContactState
 from service.dispatch import (
     Dispatcher,
@@ -30,6 +31,7 @@ from service.dispatch import (
     Placement,
     advance_stages,
     as_waiting_contact,
+    schedule,
     stage_of_name,
 )
 from service.models import ContactIn
@@ -59,6 +61,7 @@ class RoutingService:
         reservation_ttl: float,
         default_handle_seconds: float,
         retention_seconds: float = 3600.0,
+        idempotency_window_seconds: float = 7 * 86400.0,
     ) -> None:
         self.state = state
         self.dispatcher = dispatcher
@@ -68,7 +71,14 @@ class RoutingService:
         self._ttl = reservation_ttl
         self._handle_seconds = default_handle_seconds
         self._retention = retention_seconds
+        self._idempotency_window = idempotency_window_seconds
         self._contacts: dict[str, ContactState] = {}
+        # Ids of contacts stored in the database but no longer held in memory (ended more
+        # than `retention_seconds` ago, or ended before this process started), with their
+        # creation time. Only these need a database read when a retry comes in, so a new
+        # contact costs no read at all.
+        self._stored_only: dict[str, float] = {}
+        self._ended: deque[tuple[float, str]] = deque()  # (ended_at, contact_id), in order
 
     # ---- route ---------------------------------------------------------------------------
     async def route(self, body: ContactIn, raw: bytes) -> tuple[dict[str, Any], bool]:
@@ -88,8 +98,9 @@ class RoutingService:
                              body.language, body.attributes)
         rule = rules.rule_for(facts)
         stage = rule.next_stage(0, wait_seconds=0.0, stalled_seconds=0.0)
-        entry = WaitingEntry(body.contact_id, facts, body.channel, body.language, rule.name,
-                             stage, rule.priority, now, now, now)
+        entry = schedule(rules, WaitingEntry(body.contact_id, facts, body.channel,
+                                             body.language, rule.name, stage, rule.priority,
+                                             now, now, now))
         contact = ContactState(
             contact_id=body.contact_id, customer_id=body.customer_id, channel=body.channel,
             request=_request(body), request_hash=request_hash, status="queued", rule=rule.name,
@@ -98,13 +109,9 @@ class RoutingService:
         )
         self._contacts[body.contact_id] = contact
         await self.state.add_waiting(entry)
-        placement: Placement | None = None
-        if await self.state.free_slots(body.channel) > 0:
-            result = await self.dispatcher.dispatch(rules, body.channel, trigger="route", now=now)
-            placement = next(
-                (p for p in result.placements if p.entry.contact_id == body.contact_id), None
-            )
-            self._apply(rules, result, trigger="dispatch", skip=body.contact_id)
+        result = await self.dispatcher.dispatch(rules, body.channel, trigger="route", now=now,
+                                                only=[entry])
+        placement = result.placements[0] if result.placements else None
         if placement is not None:
             decision = self._placed(rules, contact, placement, trigger="route", now=now)
         else:
@@ -126,7 +133,7 @@ class RoutingService:
             "explanation": _queued_text(contact, position, staffed),
         }
         self._record(contact, rules, "queued", "route", None, [], 0, now, "none")
-        metrics.DECISIONS.labels(outcome="queued", trigger="route").inc()
+        metrics.decision("queued", "route")
         return decision
 
     def _placed(self, rules: CompiledRules, contact: ContactState, placement: Placement, *,
@@ -142,8 +149,8 @@ class RoutingService:
         contact.updated_at = now
         self._record(contact, rules, "assigned", trigger, reservation, placement.candidates,
                      placement.eligible_count, now, placement.method)
-        metrics.DECISIONS.labels(outcome="assigned", trigger=trigger).inc()
-        metrics.WAIT_SECONDS.labels(channel=contact.channel).observe(now - contact.created_at)
+        metrics.decision("assigned", trigger)
+        metrics.wait_seconds(contact.channel, now - contact.created_at)
         best = placement.candidates[0] if placement.candidates else None
         return {
             "contact_id": contact.contact_id, "outcome": "assigned",
@@ -184,7 +191,7 @@ class RoutingService:
                 reservation: Reservation | None, candidates: list[ScoreTerms], eligible: int,
                 now: float, method: str) -> None:
         self.writer.put_decision({
-            "decision_id": uuid.uuid4().hex, "contact_id": contact.contact_id, "at": now,
+            "decision_id": new_id(), "contact_id": contact.contact_id, "at": now,
             "outcome": outcome, "trigger": trigger,
             "agent_id": reservation.agent_id if reservation else None,
             "reservation_id": reservation.reservation_id if reservation else None,
@@ -228,8 +235,9 @@ class RoutingService:
                 continue  # stays under its old rule name; unreachable rules match nothing
             rule = rules.rule_for(entry.facts)
             stage = rule.next_stage(0, wait_seconds=now - entry.enqueued_at, stalled_seconds=0)
-            rematched.append(replace(entry, rule=rule.name, stage=stage, priority=rule.priority,
-                                     stage_entered_at=now))
+            rematched.append(schedule(rules, replace(
+                entry, rule=rule.name, stage=stage, priority=rule.priority,
+                stage_entered_at=now)))
             contact = self._contacts.get(entry.contact_id)
             if contact is not None:
                 contact.rule, contact.stage, contact.priority = rule.name, stage, rule.priority
@@ -244,7 +252,18 @@ class RoutingService:
         now = clock.now()
         for reservation in await self.state.due_reservations(now):
             await self._requeue(reservation.reservation_id, reason="expired", now=now)
-        await self.dispatch_all(trigger="timer")
+        # Relaxation: only contacts whose next stage may start now are dispatched; everyone
+        # else was settled by the full dispatch that follows every capacity change.
+        rules = self.rules.compiled
+        due: dict[str, list[WaitingEntry]] = {}
+        for entry in await self.state.due_for_check(now):
+            due.setdefault(entry.channel, []).append(entry)
+        for channel, entries in due.items():
+            if channel not in rules.channels:
+                continue
+            result = await self.dispatcher.dispatch(rules, channel, trigger="timer", now=now,
+                                                    only=entries)
+            self._apply(rules, result, trigger="timer")
         for channel in self.rules.compiled.channels:
             metrics.QUEUE_LENGTH.labels(channel=channel).set(
                 await self.state.waiting_count(channel)
@@ -252,17 +271,26 @@ class RoutingService:
         self._evict(now)
 
     def _evict(self, now: float) -> None:
-        old = [cid for cid, c in self._contacts.items()
-               if c.ended_at is not None and now - c.ended_at > self._retention]
+        old = []
+        while self._ended and now - self._ended[0][0] > self._retention:
+            old.append(self._ended.popleft()[1])
         for contact_id in old:
-            del self._contacts[contact_id]
+            contact = self._contacts.get(contact_id)
+            if contact is not None and contact.ended_at is not None:
+                self._stored_only[contact_id] = self._contacts.pop(contact_id).created_at
+        horizon = now - self._idempotency_window
+        if len(self._stored_only) > 2 * len(old) + 1000:
+            self._stored_only = {cid: at for cid, at in self._stored_only.items()
+                                 if at >= horizon}
 
     async def run_timer(self, interval: float) -> None:
         """Run `tick` forever every `interval` seconds."""
+        gc_tuner = GcTuner()
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.tick()
+                gc_tuner.tick()
             except Exception:  # one bad tick must not stop the timer
                 log.exception("timer.tick_failed")
 
@@ -302,7 +330,8 @@ class RoutingService:
         contact.reservation_id = contact.reservation_expires_at = None
         contact.updated_at = now
         base = contact.entry or self._entry_for(contact)
-        entry = replace(base, excluded_agents=frozenset(contact.excluded_agents))
+        entry = schedule(self.rules.compiled,
+                         replace(base, excluded_agents=frozenset(contact.excluded_agents)))
         contact.entry = entry
         await self.state.add_waiting(entry)
         self.writer.put_contact(contact.to_row())
@@ -356,6 +385,7 @@ class RoutingService:
         contact.reservation_id = contact.reservation_expires_at = None
         contact.updated_at = contact.ended_at = now
         contact.entry = None
+        self._ended.append((now, contact.contact_id))
         self.writer.put_contact(contact.to_row())
 
     # ---- reads ---------------------------------------------------------------------------
@@ -367,9 +397,8 @@ class RoutingService:
         return contact
 
     async def _load(self, contact_id: str) -> ContactState | None:
-        pending = self.writer.pending_contact(contact_id)
-        if pending is not None:
-            return None  # written from memory, which would have found it
+        if contact_id not in self._stored_only:
+            return None
         with Session(self.engine) as session:
             row = session.get(ContactRow, contact_id)
         return None if row is None else ContactState.from_row(row)
@@ -398,7 +427,8 @@ class RoutingService:
             "stage": stage_name, "rules_version": latest["rules_version"] if latest
             else rules.version, "requirements": requirements_of(rules, contact.rule, stage),
             "chosen_agent_id": contact.agent_id, "method": latest["method"] if latest else None,
-            "decided_at": latest["at"] if latest else None, "candidates": candidates,
+            "decided_at": latest["at"] if latest else None,
+            "candidates": [_rounded(c) for c in candidates],
             "decisions": decisions,
         }
 
@@ -417,6 +447,8 @@ class RoutingService:
     # ---- recovery ------------------------------------------------------------------------
     async def recover(self) -> int:
         """Rebuild waiting set, reservations and agent load from the database after a start."""
+        self._stored_only = await asyncio.to_thread(
+            self._ended_ids, clock.now() - self._idempotency_window)
         rows = await asyncio.to_thread(self._active_rows)
         rules = self.rules.compiled
         now = clock.now()
@@ -428,7 +460,7 @@ class RoutingService:
             if contact.status == "connected" and contact.agent_id:
                 await self.state.add_load(contact.agent_id, contact.channel)
                 continue
-            entry = self._entry_for(contact)
+            entry = schedule(rules, self._entry_for(contact))
             contact.entry = entry
             await self.state.add_waiting(entry)
             if contact.status == "reserved" and contact.reservation_id and contact.agent_id:
@@ -440,6 +472,15 @@ class RoutingService:
                     contact.reservation_id = contact.reservation_expires_at = None
                     self.writer.put_contact(contact.to_row())
         return len(rows)
+
+    def _ended_ids(self, since: float) -> dict[str, float]:
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(ContactRow.contact_id, ContactRow.created_at)
+                .where(col(ContactRow.status).not_in(ACTIVE))
+                .where(col(ContactRow.created_at) >= since)
+            ).all()
+        return {contact_id: created_at for contact_id, created_at in rows}
 
     def _active_rows(self) -> list[ContactRow]:
         with Session(self.engine) as session:
@@ -455,13 +496,29 @@ def _request(body: ContactIn) -> dict[str, Any]:
 
 def _terms(t: ScoreTerms) -> dict[str, Any]:
     return {"agent_id": t.agent_id, "eligible": t.eligible, "reason": t.reason,
-            "priority": round(t.priority, 4), "wait": round(t.wait, 4),
-            "skill_fit": round(t.skill_fit, 4), "preferred": round(t.preferred, 4),
-            "idle": round(t.idle, 4), "total": round(t.total, 4)}
+            "priority": t.priority, "wait": t.wait, "skill_fit": t.skill_fit,
+            "preferred": t.preferred, "idle": t.idle, "total": t.total}
+
+
+def _rounded(candidate: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in candidate.items()}
 
 
 def requirements_of(rules: CompiledRules, rule_name: str, stage: int) -> dict[str, Any]:
-    """The hard requirements and preferences of a rule's stage, by skill name."""
+    """The hard requirements and preferences of a rule's stage, by skill name (cached)."""
+    key = (rules.version, rules.checksum, rule_name, stage)
+    cached = _REQUIREMENTS.get(key)
+    if cached is None:
+        if len(_REQUIREMENTS) > 10_000:
+            _REQUIREMENTS.clear()
+        cached = _REQUIREMENTS[key] = _requirements(rules, rule_name, stage)
+    return cached
+
+
+_REQUIREMENTS: dict[tuple[int, str, str, int], dict[str, Any]] = {}
+
+
+def _requirements(rules: CompiledRules, rule_name: str, stage: int) -> dict[str, Any]:
     rule = rules.rule_named(rule_name) or rules.implicit
     plan = rule.stages[min(stage, len(rule.stages) - 1)]
     return {
@@ -505,5 +562,3 @@ def _check_vocabulary(rules: CompiledRules, body: ContactIn) -> None:
     if errors:
         raise InvalidInput(errors[0]["message"], errors=errors)
 
-
-_ = orjson  # orjson is the JSON encoder of the responses built from these dicts

@@ -23,7 +23,9 @@ DEMO_RULES = Path(__file__).resolve().parent.parent / "routing_rules" / "example
 class Settings(BaseSettings):
     """skillroute's settings; see the README's settings table for each one."""
 
-    model_config = SettingsConfigDict(env_prefix="SKILLROUTE_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused configuration must not print the other (real) API keys.
+    model_config = SettingsConfigDict(env_prefix="SKILLROUTE_", env_file=".env", extra="ignore",
+                                      hide_input_in_errors=True)
 
     demo: bool = Field(
         default=False, description="demo mode: demo API keys, demo rules and agents if empty"

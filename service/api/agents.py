@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from service import clock
 from service.api.deps import AcdCaller, AgentsDep, RoutingDep
@@ -23,13 +24,28 @@ from service.models import (
 
 router = APIRouter(prefix="/v1", tags=["agents"])
 
+
+class _AgentIdConvertor(StringConvertor):
+    """An agent id in a path: never `status`, which names the bulk status endpoint.
+
+    OpenAPI matches concrete paths before templated ones, so `/v1/agents/status` is only the
+    bulk endpoint; without this, `PUT /v1/agents/status` would create an agent named "status".
+    """
+
+    regex = r"(?!status$)[^/]+"
+
+
+register_url_convertor("agent_id", _AgentIdConvertor())
+
 AgentId = Annotated[str, Path(min_length=1, max_length=128,
-                              pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
+                              pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$",
+                              description="`status` is reserved (bulk status change)",
+                              json_schema_extra={"not": {"const": "status"}})]
 
 
-@router.put("/agents/{agent_id}", response_model=AgentOut, status_code=200,
+@router.put("/agents/{agent_id:agent_id}", response_model=AgentOut, status_code=200,
             responses={201: {"model": AgentOut, "description": "Created"},
-                       **problems(401, 403, 413, 422)})
+                       **problems(400, 401, 403, 405, 413, 422)})
 async def put_agent(agent_id: AgentId, body: AgentIn, caller: AcdCaller, agents: AgentsDep,
                     response: Response) -> AgentOut:
     """Create or replace an agent's skills, languages, capacity per channel and status."""
@@ -49,14 +65,15 @@ async def list_agents(caller: AcdCaller, agents: AgentsDep,
     return AgentList(items=items, total=total, offset=offset, limit=limit)
 
 
-@router.get("/agents/{agent_id}", response_model=AgentOut, responses=problems(401, 403, 404, 422))
+@router.get("/agents/{agent_id:agent_id}", response_model=AgentOut,
+            responses=problems(401, 403, 404, 405, 422))
 async def get_agent(agent_id: AgentId, caller: AcdCaller, agents: AgentsDep) -> AgentOut:
     """One agent with live status, load and free capacity."""
     return await agents.get(agent_id)
 
 
-@router.post("/agents/{agent_id}/status", response_model=AgentOut,
-             responses=problems(401, 403, 404, 422))
+@router.post("/agents/{agent_id:agent_id}/status", response_model=AgentOut,
+             responses=problems(400, 401, 403, 404, 413, 422))
 async def set_agent_status(agent_id: AgentId, body: StatusIn, caller: AcdCaller,
                            agents: AgentsDep) -> AgentOut:
     """Change one agent's presence; becoming available triggers a dispatch."""
@@ -64,7 +81,7 @@ async def set_agent_status(agent_id: AgentId, body: StatusIn, caller: AcdCaller,
 
 
 @router.post("/agents/status", response_model=BulkStatusOut,
-             responses=problems(401, 403, 404, 413, 422))
+             responses=problems(400, 401, 403, 404, 413, 422))
 async def set_agents_status(body: BulkStatusIn, caller: AcdCaller,
                             agents: AgentsDep) -> BulkStatusOut:
     """Change many agents' presence at once, followed by a single dispatch."""

@@ -77,7 +77,7 @@ async def accept_reservation(reservation_id: ReservationId, caller: AcdCaller,
 
 
 @router.post("/reservations/{reservation_id}/reject", response_model=ReservationActionOut,
-             responses=problems(401, 403, 404, 422))
+             responses=problems(400, 401, 403, 404, 413, 422))
 async def reject_reservation(reservation_id: ReservationId, caller: AcdCaller,
                              routing: RoutingDep,
                              body: Annotated[RejectIn | None, Body()] = None

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.models import ReadinessOut
 from service.storage.db import ping
 
 router = APIRouter(tags=["health"])
@@ -19,8 +20,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Ready to route: database reachable, rules active, writer healthy",
-            responses={503: {"description": "Not ready; `checks` says why"}})
-async def readyz(request: Request, response: Response) -> dict[str, object]:
+            response_model=ReadinessOut,
+            responses={503: {"model": ReadinessOut, "description": "Not ready; `checks` says why"}})
+async def readyz(request: Request, response: Response) -> ReadinessOut:
     """200 when the service can route and persist; 503 with the failing checks otherwise."""
     app_state = request.app.state
     checks: dict[str, str] = {}
@@ -34,7 +36,7 @@ async def readyz(request: Request, response: Response) -> dict[str, object]:
     checks["rules"] = f"version {app_state.rules.active.row.version}"
     ready = all(not v.startswith("error") for v in checks.values())
     response.status_code = 200 if ready else 503
-    return {"status": "ready" if ready else "not ready", "checks": checks}
+    return ReadinessOut(status="ready" if ready else "not ready", checks=checks)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

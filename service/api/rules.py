@@ -16,22 +16,31 @@ from service.models import (
     RuleVersionOut,
     problems,
 )
-from service.problems import InvalidInput
+from service.problems import InvalidInput, PayloadTooLarge
 from service.rules_store import ActiveRules
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 
+# The YAML document is a mapping (its full JSON Schema: `skillroute rules schema`); as plain
+# text it is the raw, non-empty document. A draft to validate may be any YAML at all.
+_RULES_TEXT = {"type": "string", "minLength": 1}
 _YAML_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "application/yaml": {"schema": {"type": "string"}},
-    "text/plain": {"schema": {"type": "string"}},
+    "application/yaml": {"schema": {"type": "object"}},
+    "text/plain": {"schema": _RULES_TEXT},
+}}}
+_DRAFT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/yaml": {"schema": {}},
+    "text/plain": {"schema": _RULES_TEXT},
 }}}
 MAX_RULES_BYTES = 1_000_000
 
 
 async def _yaml_text(request: Request) -> str:
     raw = await request.body()
+    if not raw:
+        raise InvalidInput("the request body is empty: send the rules YAML document")
     if len(raw) > MAX_RULES_BYTES:
-        raise InvalidInput(f"rules document is larger than {MAX_RULES_BYTES} bytes")
+        raise PayloadTooLarge(f"rules document is larger than {MAX_RULES_BYTES} bytes")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -77,8 +86,9 @@ async def put_rules(request: Request, admin: RulesAdmin, rules: RulesDep) -> Rul
     return _active(active)
 
 
-@router.post("/validate", response_model=RulesValidationOut, responses=problems(401, 403, 413),
-             openapi_extra=_YAML_BODY)
+@router.post("/validate", response_model=RulesValidationOut,
+             responses=problems(401, 403, 413, 422),
+             openapi_extra=_DRAFT_BODY)
 async def validate_rules(request: Request, admin: RulesAdmin,
                          rules: RulesDep) -> RulesValidationOut:
     """Validate and lint a draft without applying it (same errors as the CLI)."""

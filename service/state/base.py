@@ -73,6 +73,10 @@ class RealtimeState(ABC):
         """Waiting contacts, oldest first (all channels when `channel` is None)."""
 
     @abstractmethod
+    async def due_for_check(self, now: float) -> list[WaitingEntry]:
+        """Waiting contacts whose `next_check_at` has come (each returned once per due time)."""
+
+    @abstractmethod
     async def waiting_count(self, channel: str) -> int:
         """How many contacts wait on `channel`."""
 

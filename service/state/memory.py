@@ -7,6 +7,8 @@ await, so each one is atomic with respect to the others.
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -28,6 +30,7 @@ class MemoryState(RealtimeState):
         self._ids: list[str] = []
         self._waiting: dict[str, WaitingEntry] = {}  # insertion order = arrival order
         self._priority_counts: dict[str, list[int]] = defaultdict(lambda: [0] * 101)
+        self._checks: list[tuple[float, str]] = []  # heap of (next_check_at, contact_id)
         self._reservations: dict[str, Reservation] = {}
         self._rules = rules
         self._allocate(16)
@@ -36,10 +39,12 @@ class MemoryState(RealtimeState):
     def _allocate(self, rows: int) -> None:
         n_s, n_l, n_c = (len(self._rules.skills), len(self._rules.languages),
                          len(self._rules.channels))
-        self._skills = np.zeros((rows, n_s), dtype=np.int8)
+        self._skills = np.zeros((rows, n_s), dtype=np.float32)  # levels 0-5, exact
         self._languages = np.zeros((rows, n_l), dtype=np.bool_)
         self._capacity = np.zeros((rows, n_c), dtype=np.int32)
         self._load = np.zeros((rows, n_c), dtype=np.int32)
+        # Free capacity as dispatch sees it: capacity - load, and 0 while not available.
+        self._free = np.zeros((rows, n_c), dtype=np.int32)
         self._available = np.zeros(rows, dtype=np.bool_)
         self._idle_since = np.zeros(rows, dtype=np.float64)
         self._id_array: npt.NDArray[np.object_] = np.empty(rows, dtype=object)
@@ -52,6 +57,14 @@ class MemoryState(RealtimeState):
         self._skills[:n], self._languages[:n], self._capacity[:n] = old[0], old[1], old[2]
         self._load[:n], self._available[:n], self._idle_since[:n] = old[3], old[4], old[5]
         self._id_array[:n] = old[6]
+        for row in range(len(self._ids)):
+            self._refresh_free(row)
+
+    def _refresh_free(self, row: int) -> None:
+        if self._available[row]:
+            np.maximum(self._capacity[row] - self._load[row], 0, out=self._free[row])
+        else:
+            self._free[row] = 0
 
     def _write_row(self, row: int, agent: AgentRecord) -> None:
         rules = self._rules
@@ -60,6 +73,7 @@ class MemoryState(RealtimeState):
         self._capacity[row] = [agent.capacity.get(c, 0) for c in rules.channels]
         self._available[row] = agent.status == "available"
         self._id_array[row] = agent.agent_id
+        self._refresh_free(row)
 
     async def reindex(self, rules: CompiledRules) -> None:
         """Rebuild the agent arrays for a new vocabulary (skills, channels, languages)."""
@@ -75,6 +89,7 @@ class MemoryState(RealtimeState):
             loads = load_by_name[agent_id]
             self._load[row] = [loads.get(c, 0) for c in rules.channels]
             self._idle_since[row] = idle[agent_id]
+            self._refresh_free(row)
 
     async def put_agent(self, agent: AgentRecord) -> None:
         """Create or replace an agent's profile and presence (load is kept)."""
@@ -110,6 +125,7 @@ class MemoryState(RealtimeState):
             agent.status_since = at
             row = self._row[agent_id]
             self._available[row] = status == "available"
+            self._refresh_free(row)
             if status == "available" and not self._load[row].any():
                 self._idle_since[row] = at
         return True
@@ -125,25 +141,23 @@ class MemoryState(RealtimeState):
         return self._rules.channels.index(channel)
 
     async def pool(self, channel: str, now: float) -> AgentPool:
-        """Agents available now with free capacity on `channel`, as arrays."""
-        c = self._channel(channel)
+        """Every agent as arrays; `free` is 0 on rows that cannot take `channel` now.
+
+        The arrays are read-only views of the live state (no copy): dispatch reads them
+        synchronously and applies its choices through `claim`, which re-checks everything.
+        """
         n = len(self._ids)
-        free = self._capacity[:n] - self._load[:n]
-        rows = np.flatnonzero(self._available[:n] & (free[:, c] > 0))
         return AgentPool(
-            ids=tuple(self._id_array[rows].tolist()),
-            skills=self._skills[rows],
-            languages=self._languages[rows],
-            free=free[rows],
-            idle_seconds=now - self._idle_since[rows],
+            ids=self._id_array[:n],
+            skills=self._skills[:n],
+            languages=self._languages[:n],
+            free=self._free[:n],
+            idle_seconds=now - self._idle_since[:n],
         )
 
     async def free_slots(self, channel: str) -> int:
         """Total free capacity on `channel` across available agents."""
-        c = self._channel(channel)
-        n = len(self._ids)
-        free = self._capacity[:n, c] - self._load[:n, c]
-        return int(free[self._available[:n] & (free > 0)].sum())
+        return int(self._free[: len(self._ids), self._channel(channel)].sum())
 
     async def staffed(self, channel: str) -> int:
         """Number of available agents that can take `channel` at all."""
@@ -158,12 +172,31 @@ class MemoryState(RealtimeState):
             return
         self._waiting[entry.contact_id] = entry
         self._priority_counts[entry.channel][entry.priority] += 1
+        self._schedule(entry)
+
+    def _schedule(self, entry: WaitingEntry) -> None:
+        if entry.next_check_at != math.inf:
+            heapq.heappush(self._checks, (entry.next_check_at, entry.contact_id))
 
     async def update_waiting(self, entries: Sequence[WaitingEntry]) -> None:
         """Store new stage/eligibility bookkeeping for waiting contacts still waiting."""
         for entry in entries:
-            if entry.contact_id in self._waiting:
+            previous = self._waiting.get(entry.contact_id)
+            if previous is not None:
                 self._waiting[entry.contact_id] = entry
+                if entry.next_check_at != previous.next_check_at:
+                    self._schedule(entry)
+
+    async def due_for_check(self, now: float) -> list[WaitingEntry]:
+        """Waiting contacts whose `next_check_at` has come (each returned once per due time)."""
+        due = []
+        while self._checks and self._checks[0][0] <= now:
+            at, contact_id = heapq.heappop(self._checks)
+            entry = self._waiting.get(contact_id)
+            # Stale heap items (contact gone, or rescheduled) are skipped, not removed eagerly.
+            if entry is not None and entry.next_check_at == at:
+                due.append(entry)
+        return due
 
     async def remove_waiting(self, contact_id: str) -> WaitingEntry | None:
         """Take a contact out of the waiting set; None if it was not waiting."""
@@ -199,6 +232,7 @@ class MemoryState(RealtimeState):
         if self._load[row, c] >= self._capacity[row, c]:
             return False
         self._load[row, c] += 1
+        self._refresh_free(row)
         await self.remove_waiting(entry.contact_id)
         self._reservations[reservation.reservation_id] = reservation
         return True
@@ -225,6 +259,7 @@ class MemoryState(RealtimeState):
         row = self._row.get(agent_id)
         if row is not None and channel in self._rules.channels:
             self._load[row, self._channel(channel)] += 1
+            self._refresh_free(row)
 
     async def release(self, agent_id: str, channel: str, now: float) -> None:
         """Free one slot of an agent (a connected contact ended)."""
@@ -234,5 +269,6 @@ class MemoryState(RealtimeState):
         c = self._channel(channel)
         if self._load[row, c] > 0:
             self._load[row, c] -= 1
+            self._refresh_free(row)
         if not self._load[row].any():
             self._idle_since[row] = now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,6 +40,7 @@ class WaitingEntry:
     stage_entered_at: float
     last_eligible_free_at: float
     excluded_agents: frozenset[str] = field(default_factory=frozenset)
+    next_check_at: float = math.inf  # when a relaxation stage may start; see CompiledRule
 
 
 @dataclass(frozen=True, slots=True)
