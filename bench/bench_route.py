@@ -54,7 +54,8 @@ def _start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[
                 return proc
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "exited")
+                message = proc.stderr.read().decode() if proc.stderr else "exited"
+                raise RuntimeError(message) from None
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"server on port {port} did not start")

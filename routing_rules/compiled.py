@@ -107,9 +107,7 @@ class CompiledRule:
                 return False
         return True
 
-    def next_stage(
-        self, stage: int, *, wait_seconds: float, stalled_seconds: float
-    ) -> int:
+    def next_stage(self, stage: int, *, wait_seconds: float, stalled_seconds: float) -> int:
         """The stage after applying every trigger that holds now (at most one stalled step)."""
         if stage + 1 < len(self.stages) and self.stages[stage + 1].triggered(
             wait_seconds=wait_seconds, stalled_seconds=stalled_seconds
@@ -123,7 +121,11 @@ class CompiledRule:
         return stage
 
     def next_check_time(
-        self, stage: int, *, enqueued_at: float, stage_entered_at: float,
+        self,
+        stage: int,
+        *,
+        enqueued_at: float,
+        stage_entered_at: float,
         last_eligible_free_at: float,
     ) -> float:
         """The earliest time the next stage could start (inf at the end of the ladder).
@@ -232,7 +234,9 @@ def compile_rules(ruleset: RuleSet, *, version: int = 0, checksum: str = "") -> 
         name=IMPLICIT_RULE_NAME,
         priority=0,
         match=Match(),
-        stages=(_plan("default", None, None, Requirement(), Preference(), skill_index, ruleset.scoring),),
+        stages=(
+            _plan("default", None, None, Requirement(), Preference(), skill_index, ruleset.scoring),
+        ),
     )
     return CompiledRules(
         ruleset=ruleset,
@@ -314,6 +318,7 @@ def _plan(
         minimum_levels=minimum,
         fit_vector=fit,
         preference_vector=preference,
-        score_vector=((fit * scoring.skill_fit + preference * scoring.preferred)
-                      / MAX_SKILL_LEVEL).astype(np.float32),
+        score_vector=(
+            (fit * scoring.skill_fit + preference * scoring.preferred) / MAX_SKILL_LEVEL
+        ).astype(np.float32),
     )

@@ -34,8 +34,8 @@ BoolArray = npt.NDArray[np.bool_]
 class AgentPool:
     """Agents able to take work now, as arrays (row i is agent `ids[i]`)."""
 
-    ids: Sequence[str]  # tuple, list or numpy object array
-    skills: npt.NDArray[np.int8]  # (agents, skills) level 0-5
+    ids: Sequence[str] | npt.NDArray[np.object_]  # tuple, list or numpy object array
+    skills: npt.NDArray[np.float32] | npt.NDArray[np.int8]  # (agents, skills) level 0-5
     languages: BoolArray  # (agents, languages)
     free: npt.NDArray[np.int32]  # (agents, channels) free capacity now
     idle_seconds: FloatArray  # (agents,)
@@ -112,8 +112,9 @@ def eligible_mask(pool: AgentPool, stage: StagePlan, channel: int, language: int
     else:
         # Column by column: for the usual one or two required skills this is several times
         # faster than a reduction over the skill axis.
-        for skill, level in zip(stage.required_skills.tolist(), stage.required_levels.tolist(),
-                                strict=True):
+        for skill, level in zip(
+            stage.required_skills.tolist(), stage.required_levels.tolist(), strict=True
+        ):
             mask &= pool.skills[:, skill] >= level
     return mask
 
@@ -179,19 +180,27 @@ def build_arcs(
         if len(members) == 1:
             # The route call's case: one contact, no per-member arrays needed.
             only = contacts[members[0]]
-            base_one = BASE + scoring.priority * only.priority + scoring.wait * min(
-                only.wait_seconds / 60.0, wait_cap)
+            base_one = (
+                BASE
+                + scoring.priority * only.priority
+                + scoring.wait * min(only.wait_seconds / 60.0, wait_cap)
+            )
             flat_values = np.rint((agent_value + base_one) * SCALE).astype(np.int64)
             c_idx = np.full(agents.size, members[0], dtype=np.int64)
             a_idx = agents.astype(np.int64)
         else:
             member_idx = np.asarray(members, dtype=np.int64)
-            priority = np.fromiter((contacts[i].priority for i in members), np.float64,
-                                   len(members))
-            waited = np.fromiter((contacts[i].wait_seconds for i in members), np.float64,
-                                 len(members))
-            base = BASE + scoring.priority * priority + scoring.wait * np.minimum(
-                waited / 60.0, wait_cap)
+            priority = np.fromiter(
+                (contacts[i].priority for i in members), np.float64, len(members)
+            )
+            waited = np.fromiter(
+                (contacts[i].wait_seconds for i in members), np.float64, len(members)
+            )
+            base = (
+                BASE
+                + scoring.priority * priority
+                + scoring.wait * np.minimum(waited / 60.0, wait_cap)
+            )
             values = np.rint((base[:, None] + agent_value[None, :]) * SCALE).astype(np.int64)
             c_idx = np.repeat(member_idx, agents.size)
             a_idx = np.broadcast_to(agents.astype(np.int64), values.shape).reshape(-1)
@@ -251,16 +260,33 @@ def explain_candidates(
     eligible = np.flatnonzero(mask)
     best = eligible[np.argsort(-total[eligible], kind="stable")[:limit]]
     out = [
-        ScoreTerms(str(pool.ids[j]), True, "eligible", prio, wait, float(fit[j]), float(pref[j]),
-                   float(idle[j]), float(total[j]))
+        ScoreTerms(
+            str(pool.ids[j]),
+            True,
+            "eligible",
+            prio,
+            wait,
+            float(fit[j]),
+            float(pref[j]),
+            float(idle[j]),
+            float(total[j]),
+        )
         for j in best
     ]
     others = np.flatnonzero(~mask & (pool.free[:, contact.channel] > 0))[:limit]
     for j in others:
         out.append(
-            ScoreTerms(str(pool.ids[j]), False,
-                       ineligibility(pool, stage, contact, int(j), rules.skills), prio,
-                       wait, float(fit[j]), float(pref[j]), float(idle[j]), 0.0)
+            ScoreTerms(
+                str(pool.ids[j]),
+                False,
+                ineligibility(pool, stage, contact, int(j), rules.skills),
+                prio,
+                wait,
+                float(fit[j]),
+                float(pref[j]),
+                float(idle[j]),
+                0.0,
+            )
         )
     return out
 
@@ -295,3 +321,37 @@ def terms_for_rows(
         ScoreTerms(str(pool.ids[j]), True, "eligible", prio, wait, f, p, i, base + f + p + i)
         for j, f, p, i in zip(rows, fit.tolist(), pref.tolist(), idle.tolist(), strict=True)
     ]
+
+
+def rank_for_one(
+    rules: CompiledRules, pool: AgentPool, contact: WaitingContact, *, limit: int
+) -> tuple[list[int], int]:
+    """The best eligible agent rows for one contact, best first, and how many were eligible.
+
+    The first row is exactly what `assignment.solve` picks for a lone contact (highest integer
+    value, lowest row on ties); the rest are the runners-up for the explanation.
+    """
+    stage = stage_of(rules, contact)
+    mask = eligible_mask(pool, stage, contact.channel, contact.language)
+    for agent_id in contact.excluded_agents:
+        j = pool.row(agent_id)
+        if j is not None:
+            mask[j] = False
+    rows = np.flatnonzero(mask)
+    if rows.size == 0:
+        return [], 0
+    scoring = rules.ruleset.scoring
+    base = (
+        BASE
+        + scoring.priority * contact.priority
+        + scoring.wait * min(contact.wait_seconds / 60.0, float(scoring.wait_cap_minutes))
+    )
+    values = np.rint((_agent_values(pool, stage, scoring, rows) + base) * SCALE).astype(np.int64)
+    best = int(np.argmax(values))
+    if rows.size <= limit:
+        order = np.lexsort((rows, -values))
+    else:
+        part = np.argpartition(-values, limit - 1)[:limit]
+        order = part[np.lexsort((rows[part], -values[part]))]
+    ranked = [best, *(int(k) for k in order if k != best)][:limit]
+    return [int(rows[k]) for k in ranked], int(rows.size)

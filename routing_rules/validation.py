@@ -83,8 +83,9 @@ def _schema_problems(
         seen.add(key)
         position, _ = document.position_of(path)
         problems.append(
-            RuleProblem(file, position.line, position.column, format_path(path), message,
-                        code=error["type"])
+            RuleProblem(
+                file, position.line, position.column, format_path(path), message, code=error["type"]
+            )
         )
     return problems
 
@@ -103,8 +104,14 @@ def _data_path(value: Any, loc: tuple[Any, ...]) -> Path:
 
 def _vocabulary_problems(ruleset: RuleSet, raw: dict[str, Any]) -> Iterator[tuple[Path, str, str]]:
     vocab = ruleset.vocabularies
-    for list_name in ("segments", "inquiry_types", "journey_stages", "channels", "languages",
-                      "skills"):
+    for list_name in (
+        "segments",
+        "inquiry_types",
+        "journey_stages",
+        "channels",
+        "languages",
+        "skills",
+    ):
         values: list[str] = getattr(vocab, list_name)
         for index, name in enumerate(values):
             if name in values[:index]:
@@ -113,9 +120,11 @@ def _vocabulary_problems(ruleset: RuleSet, raw: dict[str, Any]) -> Iterator[tupl
     for index, rule in enumerate(ruleset.rules):
         base: Path = ("rules", index)
         if rule.name in names:
-            yield (*base, "name"), (
-                f"rule name {rule.name!r} is already used by rules[{names[rule.name]}]"
-            ), "duplicate"
+            yield (
+                (*base, "name"),
+                (f"rule name {rule.name!r} is already used by rules[{names[rule.name]}]"),
+                "duplicate",
+            )
         names.setdefault(rule.name, index)
         yield from _match_problems(ruleset, rule.match, (*base, "match"))
         yield from _skill_problems(vocab.skills, rule.require.skills, (*base, "require", "skills"))
@@ -127,9 +136,11 @@ def _vocabulary_problems(ruleset: RuleSet, raw: dict[str, Any]) -> Iterator[tupl
                 yield (*s_base, "name"), f"stage name {stage.name!r} is used twice", "duplicate"
             stage_names.add(stage.name)
             if not _has_trigger(stage):
-                yield s_base, (
-                    "a stage needs after_wait_seconds or no_eligible_free_seconds"
-                ), "missing_trigger"
+                yield (
+                    s_base,
+                    ("a stage needs after_wait_seconds or no_eligible_free_seconds"),
+                    "missing_trigger",
+                )
             yield from _skill_problems(
                 vocab.skills, stage.require.skills, (*s_base, "require", "skills")
             )
@@ -138,18 +149,20 @@ def _vocabulary_problems(ruleset: RuleSet, raw: dict[str, Any]) -> Iterator[tupl
                     vocab.skills, stage.prefer.skills, (*s_base, "prefer", "skills")
                 )
         if rule.fallback.action == "any_agent" and not _has_trigger(rule.fallback):
-            yield (*base, "fallback"), (
-                "fallback any_agent needs after_wait_seconds or no_eligible_free_seconds"
-            ), "missing_trigger"
+            yield (
+                (*base, "fallback"),
+                ("fallback any_agent needs after_wait_seconds or no_eligible_free_seconds"),
+                "missing_trigger",
+            )
 
 
 def _has_trigger(trigger: Stage | Fallback) -> bool:
     return trigger.after_wait_seconds is not None or trigger.no_eligible_free_seconds is not None
 
 
-def _skill_problems(skills: list[str], used: dict[str, Any], path: Path) -> Iterator[
-    tuple[Path, str, str]
-]:
+def _skill_problems(
+    skills: list[str], used: dict[str, Any], path: Path
+) -> Iterator[tuple[Path, str, str]]:
     for name in used:
         if name not in skills:
             yield (*path, name), _unknown("skill", name, skills), "unknown_name"
@@ -185,19 +198,28 @@ def _match_problems(ruleset: RuleSet, match: Match, path: Path) -> Iterator[tupl
         kind = vocab.attributes.get(attr)
         if kind is None:
             declared = ", ".join(vocab.attributes) or "none declared"
-            yield where, (
-                f"unknown attribute {attr!r}; declare it under vocabularies.attributes "
-                f"({declared})"
-            ), "unknown_name"
+            yield (
+                where,
+                (
+                    f"unknown attribute {attr!r}; declare it under vocabularies.attributes "
+                    f"({declared})"
+                ),
+                "unknown_name",
+            )
             continue
         for value in _test_values(test):
             if not _fits(kind, value):
                 yield where, f"attribute {attr!r} is a {kind}; {value!r} is not", "type_mismatch"
-        if isinstance(test, AttributeTest) and kind != "number" and any(
-            op is not None for op in (test.lt, test.lte, test.gt, test.gte)
+        if (
+            isinstance(test, AttributeTest)
+            and kind != "number"
+            and any(op is not None for op in (test.lt, test.lte, test.gt, test.gte))
         ):
-            yield where, f"attribute {attr!r} is a {kind}; lt/lte/gt/gte need a number", \
-                "type_mismatch"
+            yield (
+                where,
+                f"attribute {attr!r} is a {kind}; lt/lte/gt/gte need a number",
+                "type_mismatch",
+            )
 
 
 def _test_values(test: object) -> list[object]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import cast
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
@@ -30,10 +31,16 @@ class AgentDesk:
         self._check_vocabulary(body)
         now = clock.now()
         previous = await self._state.get_agent(agent_id)
-        status_since = previous.status_since if previous and previous.status == body.status \
-            else now
-        record = AgentRecord(agent_id, body.name, dict(body.skills), list(body.languages),
-                             dict(body.capacity), body.status, status_since)
+        status_since = previous.status_since if previous and previous.status == body.status else now
+        record = AgentRecord(
+            agent_id,
+            body.name,
+            dict(body.skills),
+            list(body.languages),
+            dict(body.capacity),
+            body.status,
+            status_since,
+        )
         await asyncio.to_thread(self._save, [record], now)
         await self._state.put_agent(record)
         if record.status == "available":
@@ -43,31 +50,50 @@ class AgentDesk:
     def _check_vocabulary(self, body: AgentIn) -> None:
         vocab = self._routing.rules.compiled.ruleset.vocabularies
         errors = []
-        for field, values, known in (("skills", list(body.skills), vocab.skills),
-                                     ("languages", body.languages, vocab.languages),
-                                     ("capacity", list(body.capacity), vocab.channels)):
-            for value in values:
+        for field, noun, values, known in (
+            ("skills", "skill", list(body.skills), vocab.skills),
+            ("languages", "language", body.languages, vocab.languages),
+            ("capacity", "channel", list(body.capacity), vocab.channels),
+        ):
+            for index, value in enumerate(values):
                 if value not in known:
-                    errors.append({"field": f"{field}.{value}", "type": "unknown_name",
-                                   "message": f"unknown {field.rstrip('s')} {value!r}; known: "
-                                   f"{', '.join(known)}"})
+                    # Named as pydantic names them: dict entries by key, list items by index.
+                    where = f"{field}.{index}" if field == "languages" else f"{field}.{value}"
+                    errors.append(
+                        {
+                            "field": where,
+                            "type": "unknown_name",
+                            "message": f"unknown {noun} {value!r}; known: {', '.join(known)}",
+                        }
+                    )
         if errors:
             raise InvalidInput(errors[0]["message"], errors=errors)
 
     def _save(self, records: Sequence[AgentRecord], now: float) -> None:
         with Session(self._engine) as session:
             for r in records:
-                session.merge(AgentRow(agent_id=r.agent_id, name=r.name, skills=r.skills,
-                                       languages=r.languages, capacity=r.capacity,
-                                       status=r.status, status_since=r.status_since,
-                                       updated_at=now))
+                session.merge(
+                    AgentRow(
+                        agent_id=r.agent_id,
+                        name=r.name,
+                        skills=r.skills,
+                        languages=r.languages,
+                        capacity=r.capacity,
+                        status=r.status,
+                        status_since=r.status_since,
+                        updated_at=now,
+                    )
+                )
             session.commit()
 
     def _save_status(self, changes: Sequence[tuple[str, str]], now: float) -> None:
         with Session(self._engine) as session:
             for agent_id, status in changes:
-                session.execute(update(AgentRow).where(AgentRow.agent_id == agent_id)  # type: ignore[arg-type]
-                                .values(status=status, status_since=now, updated_at=now))
+                session.execute(
+                    update(AgentRow)
+                    .where(AgentRow.agent_id == agent_id)  # type: ignore[arg-type]
+                    .values(status=status, status_since=now, updated_at=now)
+                )
             session.commit()
 
     async def set_status(self, agent_id: str, status: AgentStatusName) -> AgentOut:
@@ -77,8 +103,9 @@ class AgentDesk:
 
     async def set_many(self, changes: Sequence[tuple[str, AgentStatusName]]) -> tuple[int, int]:
         """Apply many presence changes, then run one dispatch; (updated, contacts assigned)."""
-        unknown = [agent_id for agent_id, _ in changes if await self._state.get_agent(agent_id)
-                   is None]
+        unknown = [
+            agent_id for agent_id, _ in changes if await self._state.get_agent(agent_id) is None
+        ]
         if unknown:
             raise NotFound(f"unknown agent(s): {', '.join(unknown[:20])}")
         seen: dict[str, AgentStatusName] = {}
@@ -104,28 +131,47 @@ class AgentDesk:
 
     async def _out(self, agent: AgentRecord) -> AgentOut:
         load = await self._state.load_of(agent.agent_id)
-        free = {c: max(0, n - load.get(c, 0)) if agent.status == "available" else 0
-                for c, n in agent.capacity.items()}
-        return AgentOut(agent_id=agent.agent_id, name=agent.name, skills=agent.skills,
-                        languages=agent.languages, capacity=agent.capacity, status=agent.status,
-                        status_since=agent.status_since, load=load, free=free)
+        free = {
+            c: max(0, n - load.get(c, 0)) if agent.status == "available" else 0
+            for c, n in agent.capacity.items()
+        }
+        return AgentOut(
+            agent_id=agent.agent_id,
+            name=agent.name,
+            skills=agent.skills,
+            languages=agent.languages,
+            capacity=agent.capacity,
+            status=agent.status,
+            status_since=agent.status_since,
+            load=load,
+            free=free,
+        )
 
-    async def list(self, *, offset: int, limit: int,
-                   status: AgentStatusName | None) -> tuple[list[AgentOut], int]:
+    async def page(
+        self, *, offset: int, limit: int, status: AgentStatusName | None
+    ) -> tuple[list[AgentOut], int]:
         """A page of agents (sorted by id) with live state."""
         agents = sorted(await self._state.agents(), key=lambda a: a.agent_id)
         if status is not None:
             agents = [a for a in agents if a.status == status]
-        page = agents[offset:offset + limit]
+        page = agents[offset : offset + limit]
         return [await self._out(a) for a in page], len(agents)
 
     async def recover(self) -> int:
         """Load every agent from the database into the real-time state."""
         rows = await asyncio.to_thread(self._rows)
         for row in rows:
-            await self._state.put_agent(AgentRecord(row.agent_id, row.name, dict(row.skills),
-                                                    list(row.languages), dict(row.capacity),
-                                                    row.status, row.status_since))  # type: ignore[arg-type]
+            await self._state.put_agent(
+                AgentRecord(
+                    row.agent_id,
+                    row.name,
+                    dict(row.skills),
+                    list(row.languages),
+                    dict(row.capacity),
+                    cast(AgentStatusName, row.status),
+                    row.status_since,
+                )
+            )
         return len(rows)
 
     def _rows(self) -> list[AgentRow]:

@@ -36,8 +36,9 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
         await _start(app, settings)
         tasks = []
         if run_background:
-            tasks.append(asyncio.create_task(
-                app.state.routing.run_timer(settings.dispatch_interval_seconds)))
+            tasks.append(
+                asyncio.create_task(app.state.routing.run_timer(settings.dispatch_interval_seconds))
+            )
             tasks.append(asyncio.create_task(app.state.rules.watch()))
         try:
             yield
@@ -61,8 +62,9 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     install_problem_handlers(app)
     for module in (route, contacts, agents, rules, health):
         app.include_router(module.router)
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes,
-                       log_requests=settings.log_requests)
+    app.add_middleware(
+        RequestContext, max_body_bytes=settings.max_body_bytes, log_requests=settings.log_requests
+    )
     return app
 
 
@@ -72,15 +74,29 @@ async def _start(app: FastAPI, settings: Settings) -> None:
     store = RulesStore(engine, rules_file=settings.effective_rules_file)
     await asyncio.to_thread(store.bootstrap)
     state = MemoryState(store.compiled)
-    writer = BatchWriter(engine, flush_interval=settings.write_flush_interval_seconds,
-                         batch_max=settings.write_batch_max)
+    writer = BatchWriter(
+        engine,
+        flush_interval=settings.write_flush_interval_seconds,
+        batch_max=settings.write_batch_max,
+    )
     writer.start()
-    dispatcher = Dispatcher(state, reservation_ttl=settings.reservation_ttl_seconds,
-                            solve_time_limit=settings.solve_time_limit_seconds,
-                            inline_max_arcs=settings.solve_inline_max_arcs)
-    routing = RoutingService(state=state, dispatcher=dispatcher, rules=store, writer=writer,
-                             engine=engine, reservation_ttl=settings.reservation_ttl_seconds,
-                             default_handle_seconds=settings.default_handle_seconds)
+    dispatcher = Dispatcher(
+        state,
+        reservation_ttl=settings.reservation_ttl_seconds,
+        solve_time_limit=settings.solve_time_limit_seconds,
+        inline_max_arcs=settings.solve_inline_max_arcs,
+    )
+    routing = RoutingService(
+        state=state,
+        dispatcher=dispatcher,
+        rules=store,
+        writer=writer,
+        engine=engine,
+        reservation_ttl=settings.reservation_ttl_seconds,
+        default_handle_seconds=settings.default_handle_seconds,
+        retention_seconds=settings.contact_memory_seconds,
+        idempotency_window_seconds=settings.idempotency_window_seconds,
+    )
     desk = AgentDesk(routing, engine)
     store.subscribe(routing.on_rules_changed)
     app.state.engine, app.state.rules, app.state.state = engine, store, state
@@ -98,6 +114,11 @@ async def _start(app: FastAPI, settings: Settings) -> None:
         agents_loaded = len(demo_agents())
     contacts_recovered = await routing.recover()
     await routing.dispatch_all(trigger="startup")
-    log.info("service.started", rules_version=store.active.row.version,
-             agents=agents_loaded, contacts_recovered=contacts_recovered,
-             database=settings.database_url.split("://")[0], demo=settings.demo)
+    log.info(
+        "service.started",
+        rules_version=store.active.row.version,
+        agents=agents_loaded,
+        contacts_recovered=contacts_recovered,
+        database=settings.database_url.split("://")[0],
+        demo=settings.demo,
+    )

@@ -8,8 +8,11 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="skillroute: skills-based routing for contact centers",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="skillroute: skills-based routing for contact centers",
+    no_args_is_help=True,
+    add_completion=False,
+)
 rules_app = typer.Typer(help="Routing rules: validate, lint, JSON Schema", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
@@ -28,15 +31,26 @@ def serve(
     from service.settings import Settings
 
     settings = Settings()
-    uvicorn.run("service.main:app", host=host or settings.host, port=port or settings.port,
-                workers=workers, log_config=None, access_log=False, proxy_headers=True)
+    uvicorn.run(
+        "service.main:app",
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )
 
 
 @rules_app.command("validate")
 def rules_validate(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
-    agents_file: Annotated[Path | None, typer.Option(
-        "--agents", help="JSON list of agents ({skills: {...}}) to lint skill coverage")] = None,
+    agents_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--agents", help="JSON list of agents ({skills: {...}}) to lint skill coverage"
+        ),
+    ] = None,
     output: Annotated[str, typer.Option("--format", help="text or json")] = "text",
 ) -> None:
     """Validate and lint a rules file; exit 1 on errors (warnings alone exit 0)."""
@@ -56,8 +70,16 @@ def rules_validate(
     except RulesInvalid as exc:
         errors = exc.problems
     if output == "json":
-        typer.echo(json.dumps({"valid": not errors, "errors": [p.as_dict() for p in errors],
-                               "warnings": [p.as_dict() for p in warnings]}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "valid": not errors,
+                    "errors": [p.as_dict() for p in errors],
+                    "warnings": [p.as_dict() for p in warnings],
+                },
+                indent=2,
+            )
+        )
     else:
         for problem in [*errors, *warnings]:
             typer.echo(str(problem), err=problem.severity == "error")

@@ -6,16 +6,31 @@ from service.models import AgentIn
 
 _TEAMS: list[tuple[str, dict[str, int], list[str], dict[str, int]]] = [
     # name prefix, skills, languages, capacity
-    ("onboarding", {"onboarding": 4, "technical": 3, "billing": 2}, ["en"],
-     {"voice": 1, "chat": 2, "callback": 1}),
-    ("retention", {"retention": 5, "billing": 3, "sales": 3}, ["en"],
-     {"voice": 1, "chat": 2}),
-    ("enterprise", {"enterprise_care": 5, "technical": 4, "billing": 3, "onboarding": 2},
-     ["en"], {"voice": 1, "email": 3}),
-    ("spanish", {"billing": 3, "technical": 3, "sales": 2, "onboarding": 2}, ["en", "es"],
-     {"voice": 1, "chat": 2, "callback": 1}),
-    ("general", {"billing": 3, "technical": 2, "sales": 2}, ["en"],
-     {"voice": 1, "chat": 3, "email": 5, "callback": 1}),
+    (
+        "onboarding",
+        {"onboarding": 4, "technical": 3, "billing": 2},
+        ["en"],
+        {"voice": 1, "chat": 2, "callback": 1},
+    ),
+    ("retention", {"retention": 5, "billing": 3, "sales": 3}, ["en"], {"voice": 1, "chat": 2}),
+    (
+        "enterprise",
+        {"enterprise_care": 5, "technical": 4, "billing": 3, "onboarding": 2},
+        ["en"],
+        {"voice": 1, "email": 3},
+    ),
+    (
+        "spanish",
+        {"billing": 3, "technical": 3, "sales": 2, "onboarding": 2},
+        ["en", "es"],
+        {"voice": 1, "chat": 2, "callback": 1},
+    ),
+    (
+        "general",
+        {"billing": 3, "technical": 2, "sales": 2},
+        ["en"],
+        {"voice": 1, "chat": 3, "email": 5, "callback": 1},
+    ),
 ]
 
 
@@ -26,8 +41,16 @@ def demo_agents() -> list[tuple[str, AgentIn]]:
     for prefix, skills, languages, capacity in _TEAMS:
         for n in range(1, counts[prefix] + 1):
             agent_id = f"{prefix}-{n}"
-            agents.append((agent_id, AgentIn(
-                name=f"{prefix.title()} agent {n}", skills=skills, languages=languages,
-                capacity=capacity, status="available",
-            )))
+            agents.append(
+                (
+                    agent_id,
+                    AgentIn(
+                        name=f"{prefix.title()} agent {n}",
+                        skills=skills,
+                        languages=languages,
+                        capacity=capacity,
+                        status="available",
+                    ),
+                )
+            )
     return agents

@@ -10,8 +10,8 @@ the next dispatch.
 from __future__ import annotations
 
 import asyncio
-import math
 import concurrent.futures
+import math
 import multiprocessing
 import time
 from collections import defaultdict
@@ -29,6 +29,7 @@ from routing_rules.scoring import (
     ScoreTerms,
     WaitingContact,
     build_arcs,
+    rank_for_one,
     terms_for_rows,
 )
 from service import clock, metrics
@@ -96,7 +97,12 @@ class Dispatcher:
             self._pool = None
 
     async def dispatch(
-        self, rules: CompiledRules, channel: str, *, trigger: str, now: float | None = None,
+        self,
+        rules: CompiledRules,
+        channel: str,
+        *,
+        trigger: str,
+        now: float | None = None,
         only: list[WaitingEntry] | None = None,
     ) -> DispatchResult:
         """Solve and claim for every waiting contact of `channel` (or just `only`).
@@ -108,11 +114,53 @@ class Dispatcher:
         the periodic full dispatch.
         """
         async with self._locks[channel]:
-            return await self._dispatch(rules, channel, trigger,
-                                        clock.now() if now is None else now, only)
+            return await self._dispatch(
+                rules, channel, trigger, clock.now() if now is None else now, only
+            )
+
+    async def place_new(
+        self, rules: CompiledRules, entry: WaitingEntry, *, now: float
+    ) -> Placement | None:
+        """Place a contact that has just arrived, or None if nobody eligible is free.
+
+        The route call's fast path. It is exact for the same reason `dispatch(only=...)` is:
+        no waiting contact can use the free capacity the newcomer sees.
+        """
+        async with self._locks[entry.channel]:
+            started = time.perf_counter()
+            pool = await self._state.pool(entry.channel, now)
+            contact = as_waiting_contact(rules, entry, now)
+            ranked, eligible = rank_for_one(rules, pool, contact, limit=TOP_CANDIDATES)
+            if not ranked:
+                return None
+            reservation = Reservation(
+                reservation_id=new_id(),
+                contact_id=entry.contact_id,
+                agent_id=str(pool.ids[ranked[0]]),
+                channel=entry.channel,
+                created_at=now,
+                expires_at=now + self._ttl,
+            )
+            if not await self._state.claim(entry, reservation):
+                metrics.CLAIMS_LOST.inc()
+                return None
+            placement = Placement(
+                entry,
+                reservation,
+                "argmax",
+                stage_of_name(rules, entry),
+                terms_for_rows(rules, pool, contact, ranked),
+                eligible,
+            )
+            metrics.dispatch_seconds("argmax", time.perf_counter() - started)
+            return placement
 
     async def _dispatch(
-        self, rules: CompiledRules, channel: str, trigger: str, now: float,
+        self,
+        rules: CompiledRules,
+        channel: str,
+        trigger: str,
+        now: float,
         only: list[WaitingEntry] | None,
     ) -> DispatchResult:
         result = DispatchResult(channel)
@@ -126,8 +174,12 @@ class Dispatcher:
         result.free_agents = int(np.count_nonzero(pool.free[:, c]))
         if result.free_agents == 0:
             await self._state.update_waiting(
-                [schedule(rules, e) for e, old in zip(advanced, entries, strict=True)
-                 if e is not old or only is not None])
+                [
+                    schedule(rules, e)
+                    for e, old in zip(advanced, entries, strict=True)
+                    if e is not old or only is not None
+                ]
+            )
             return result
         contacts = [as_waiting_contact(rules, e, now) for e in advanced]
         arcs, had_eligible = build_arcs(rules, pool, contacts, c)
@@ -160,23 +212,34 @@ class Dispatcher:
             if not await self._state.claim(entry, reservation):
                 metrics.CLAIMS_LOST.inc()
                 continue
-            mine = by_contact[starts[i]:starts[i + 1]]
+            mine = by_contact[starts[i] : starts[i + 1]]
             candidates = _top_candidates(rules, pool, arcs, mine, contacts[i], row)
             result.placements.append(
-                Placement(entry, reservation, assignment.method,
-                          stage_of_name(rules, entry), candidates, int(mine.size))
+                Placement(
+                    entry,
+                    reservation,
+                    assignment.method,
+                    stage_of_name(rules, entry),
+                    candidates,
+                    int(mine.size),
+                )
             )
         result.seconds = time.perf_counter() - started
-        metrics.DISPATCH_SECONDS.labels(method=assignment.method).observe(result.seconds)
+        metrics.dispatch_seconds(assignment.method, result.seconds)
         if result.seconds > 0.05:
-            log.info("dispatch.slow", channel=channel, trigger=trigger, contacts=len(contacts),
-                     agents=result.free_agents, arcs=arcs.size, method=assignment.method,
-                     seconds=round(result.seconds, 4))
+            log.info(
+                "dispatch.slow",
+                channel=channel,
+                trigger=trigger,
+                contacts=len(contacts),
+                agents=result.free_agents,
+                arcs=arcs.size,
+                method=assignment.method,
+                seconds=round(result.seconds, 4),
+            )
         return result
 
-    async def _solve(
-        self, n: int, capacity: Any, arcs: Arcs, channel: str
-    ) -> Assignment:
+    async def _solve(self, n: int, capacity: Any, arcs: Arcs, channel: str) -> Assignment:
         if arcs.size <= self._inline_max_arcs:
             try:
                 return solve(n, capacity, arcs)
@@ -198,8 +261,14 @@ class Dispatcher:
             # The worker may still be grinding: replace it so the next solve starts fresh.
             self.close()
             metrics.SOLVE_FALLBACKS.inc()
-            log.warning("dispatch.solve_fallback", channel=channel, contacts=n, arcs=arcs.size,
-                        limit_seconds=self._time_limit, error=type(exc).__name__)
+            log.warning(
+                "dispatch.solve_fallback",
+                channel=channel,
+                contacts=n,
+                arcs=arcs.size,
+                limit_seconds=self._time_limit,
+                error=type(exc).__name__,
+            )
             return greedy(n, capacity, arcs)
 
 
@@ -214,8 +283,9 @@ def advance_stages(
             out.append(entry)
             continue
         stalled = now - max(entry.stage_entered_at, entry.last_eligible_free_at)
-        stage = rule.next_stage(entry.stage, wait_seconds=now - entry.enqueued_at,
-                                stalled_seconds=stalled)
+        stage = rule.next_stage(
+            entry.stage, wait_seconds=now - entry.enqueued_at, stalled_seconds=stalled
+        )
         if stage != entry.stage:
             entry = replace(entry, stage=stage, stage_entered_at=now)
         out.append(entry)
@@ -225,9 +295,16 @@ def advance_stages(
 def schedule(rules: CompiledRules, entry: WaitingEntry) -> WaitingEntry:
     """The entry with `next_check_at` set to when its next relaxation stage may start."""
     rule = rules.rule_named(entry.rule)
-    at = math.inf if rule is None else rule.next_check_time(
-        entry.stage, enqueued_at=entry.enqueued_at, stage_entered_at=entry.stage_entered_at,
-        last_eligible_free_at=entry.last_eligible_free_at)
+    at = (
+        math.inf
+        if rule is None
+        else rule.next_check_time(
+            entry.stage,
+            enqueued_at=entry.enqueued_at,
+            stage_entered_at=entry.stage_entered_at,
+            last_eligible_free_at=entry.last_eligible_free_at,
+        )
+    )
     return entry if at == entry.next_check_at else replace(entry, next_check_at=at)
 
 
@@ -253,7 +330,11 @@ def stage_of_name(rules: CompiledRules, entry: WaitingEntry) -> str:
 
 
 def _top_candidates(
-    rules: CompiledRules, pool: AgentPool, arcs: Arcs, mine: Any, contact: WaitingContact,
+    rules: CompiledRules,
+    pool: AgentPool,
+    arcs: Arcs,
+    mine: Any,
+    contact: WaitingContact,
     chosen_row: int,
 ) -> list[ScoreTerms]:
     """The chosen agent and the next best eligible ones, with score terms."""

@@ -34,6 +34,9 @@ class GcTuner:
             gc.unfreeze()
             started = time.perf_counter()
             freed = gc.collect()
-            log.info("gc.full_collection", freed=freed,
-                     ms=round((time.perf_counter() - started) * 1000, 1))
+            log.info(
+                "gc.full_collection",
+                freed=freed,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )
         gc.freeze()

@@ -26,9 +26,7 @@ CLAIMS_LOST = Counter(
 SOLVE_FALLBACKS = Counter(
     "skillroute_solve_fallbacks_total", "Solves that ran out of time and fell back to greedy"
 )
-RESERVATIONS = Counter(
-    "skillroute_reservations_total", "Reservation outcomes", ["outcome"]
-)
+RESERVATIONS = Counter("skillroute_reservations_total", "Reservation outcomes", ["outcome"])
 RULES_RELOADS = Counter("skillroute_rules_reloads_total", "Rules changes by result", ["result"])
 
 
@@ -40,8 +38,7 @@ def decision(outcome: str, trigger: str) -> None:
     """Count one routing decision (label children cached: this runs on every route call)."""
     child = _decisions.get((outcome, trigger))
     if child is None:
-        child = _decisions[(outcome, trigger)] = DECISIONS.labels(outcome=outcome,
-                                                                  trigger=trigger)
+        child = _decisions[(outcome, trigger)] = DECISIONS.labels(outcome=outcome, trigger=trigger)
     child.inc()
 
 
@@ -50,4 +47,15 @@ def wait_seconds(channel: str, seconds: float) -> None:
     child = _waits.get(channel)
     if child is None:
         child = _waits[channel] = WAIT_SECONDS.labels(channel=channel)
+    child.observe(seconds)
+
+
+_dispatch_seconds: dict[str, Histogram] = {}
+
+
+def dispatch_seconds(method: str, seconds: float) -> None:
+    """Observe one dispatch's duration by solve method."""
+    child = _dispatch_seconds.get(method)
+    if child is None:
+        child = _dispatch_seconds[method] = DISPATCH_SECONDS.labels(method=method)
     child.observe(seconds)

@@ -63,8 +63,13 @@ class RequestContext:
             status = 413
         finally:
             if self.log_requests:
-                log.info("request", method=scope["method"], path=scope["path"], status=status,
-                         ms=round((time.perf_counter() - started) * 1000, 3))
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    ms=round((time.perf_counter() - started) * 1000, 3),
+                )
             structlog.contextvars.unbind_contextvars("request_id")
         _ = too_large
 
@@ -82,14 +87,22 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 async def _too_large(send: Send, scope: Scope, limit: int, request_id: str) -> None:
     body: dict[str, Any] = {
-        "type": "https://skillroute.dev/problems/too-large", "title": "Request body too large",
-        "status": 413, "detail": f"the request body exceeds {limit} bytes",
+        "type": "https://skillroute.dev/problems/too-large",
+        "title": "Request body too large",
+        "status": 413,
+        "detail": f"the request body exceeds {limit} bytes",
         "instance": scope.get("path", ""),
     }
     payload = orjson.dumps(body)
-    await send({"type": "http.response.start", "status": 413, "headers": [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", str(len(payload)).encode()),
-        (b"x-request-id", request_id.encode()),
-    ]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

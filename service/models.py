@@ -274,18 +274,25 @@ class ProblemOut(BaseModel):
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the problem responses a route can give."""
-    text = {400: "The body could not be parsed", 401: "Missing or unknown API key",
-            403: "API key lacks the scope", 404: "Not found",
-            405: "Method not allowed on this path (see the Allow header)",
-            409: "Conflicts with the current state",
-            413: "Request body too large", 415: "Unsupported media type",
-            422: "Invalid input (field-level errors)",
-            503: "A dependency is down; nothing was changed"}
+    text = {
+        400: "The body could not be parsed",
+        401: "Missing or unknown API key",
+        403: "API key lacks the scope",
+        404: "Not found",
+        405: "Method not allowed on this path (see the Allow header)",
+        409: "Conflicts with the current state",
+        413: "Request body too large",
+        415: "Unsupported media type",
+        422: "Invalid input (field-level errors)",
+        503: "A dependency is down; nothing was changed",
+    }
     # Inline, not `model=`: FastAPI would document the model under application/json, a media
     # type problems are never sent with, and leave application/problem+json without a schema.
     return {
-        status: {"description": text[status],
-                 "content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}}}
+        status: {
+            "description": text[status],
+            "content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}},
+        }
         for status in statuses
     }
 

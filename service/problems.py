@@ -22,8 +22,13 @@ class Problem(Exception):
     title = "Bad request"
     slug = "bad-request"
 
-    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
@@ -93,7 +98,9 @@ def problem_response(
     if errors:
         body["errors"] = errors
     return Response(
-        orjson.dumps(body), status_code=status, media_type="application/problem+json",
+        orjson.dumps(body),
+        status_code=status,
+        media_type="application/problem+json",
         headers=headers,
     )
 
@@ -103,12 +110,19 @@ def validation_errors(errors: Any) -> list[dict[str, Any]]:
     out = []
     for error in errors:
         loc = [str(part) for part in error.get("loc", ())]
-        out.append({
-            "field": ".".join(loc),
-            "message": error.get("msg", "invalid"),
-            "type": error.get("type", "invalid"),
-        })
+        out.append(
+            {
+                "field": ".".join(loc),
+                "message": error.get("msg", "invalid"),
+                "type": error.get("type", "invalid"),
+            }
+        )
     return out
+
+
+def error_summary(error: dict[str, Any]) -> str:
+    """`field: message`, or just the message when the whole body is at fault."""
+    return f"{error['field']}: {error['message']}" if error["field"] else str(error["message"])
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -116,17 +130,27 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> Response:
-        return problem_response(exc.status, exc.title, exc.detail, slug=exc.slug,
-                                instance=request.url.path, errors=exc.errors,
-                                headers=exc.headers)
+        return problem_response(
+            exc.status,
+            exc.title,
+            exc.detail,
+            slug=exc.slug,
+            instance=request.url.path,
+            errors=exc.errors,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        errors = validation_errors(exc.errors())
+        errors = validation_errors(_located(exc))
         first = errors[0] if errors else {"field": "", "message": "invalid request"}
         return problem_response(
-            422, "Invalid input", f"{first['field']}: {first['message']}", slug="invalid-input",
-            instance=request.url.path, errors=errors,
+            422,
+            "Invalid input",
+            error_summary(first),
+            slug="invalid-input",
+            instance=request.url.path,
+            errors=errors,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -134,9 +158,43 @@ def install_problem_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": _allowed_methods(request)}
-        return problem_response(exc.status_code, str(exc.detail), str(exc.detail),
-                                slug=f"http-{exc.status_code}", instance=request.url.path,
-                                headers=headers)
+        return problem_response(
+            exc.status_code,
+            str(exc.detail),
+            str(exc.detail),
+            slug=f"http-{exc.status_code}",
+            instance=request.url.path,
+            headers=headers,
+        )
+
+
+def _located(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """FastAPI's errors with body fields named as in the JSON document, like /v1/route's.
+
+    `skills.billing`, not `body.skills.billing`; a JSON syntax error at a line and column,
+    not at `body.9`.
+    """
+    located = []
+    for error in exc.errors():
+        loc = tuple(error.get("loc", ()))
+        if (
+            error.get("type") == "json_invalid"
+            and len(loc) == 2
+            and isinstance(loc[1], int)
+            and isinstance(exc.body, str)
+        ):
+            line = exc.body.count("\n", 0, loc[1]) + 1
+            column = loc[1] - exc.body.rfind("\n", 0, loc[1])
+            reason = error.get("ctx", {}).get("error", "invalid JSON")
+            error = {
+                **error,
+                "loc": (),
+                "msg": f"Invalid JSON: {reason} at line {line} column {column}",
+            }
+        elif len(loc) > 1 and loc[0] == "body":
+            error = {**error, "loc": loc[1:]}
+        located.append(error)
+    return located
 
 
 def _allowed_methods(request: Request) -> str:

@@ -22,8 +22,6 @@ from sqlmodel import Session, col, select
 from routing_rules.compiled import CompiledRules, ContactFacts
 from routing_rules.scoring import ScoreTerms, explain_candidates
 from service import clock, metrics
-from service.gc_tuning import GcTuner
-from service.ids import new_id
 from service.contacts import ContactState
 from service.dispatch import (
     Dispatcher,
@@ -34,6 +32,8 @@ from service.dispatch import (
     schedule,
     stage_of_name,
 )
+from service.gc_tuning import GcTuner
+from service.ids import new_id
 from service.models import ContactIn
 from service.problems import Conflict, InvalidInput, NotFound
 from service.rules_store import RulesStore
@@ -94,24 +94,50 @@ class RoutingService:
         rules = self.rules.compiled
         _check_vocabulary(rules, body)
         now = clock.now()
-        facts = ContactFacts(body.channel, body.segment, body.inquiry_type, body.journey_stage,
-                             body.language, body.attributes)
+        facts = ContactFacts(
+            body.channel,
+            body.segment,
+            body.inquiry_type,
+            body.journey_stage,
+            body.language,
+            body.attributes,
+        )
         rule = rules.rule_for(facts)
         stage = rule.next_stage(0, wait_seconds=0.0, stalled_seconds=0.0)
-        entry = schedule(rules, WaitingEntry(body.contact_id, facts, body.channel,
-                                             body.language, rule.name, stage, rule.priority,
-                                             now, now, now))
+        entry = schedule(
+            rules,
+            WaitingEntry(
+                body.contact_id,
+                facts,
+                body.channel,
+                body.language,
+                rule.name,
+                stage,
+                rule.priority,
+                now,
+                now,
+                now,
+            ),
+        )
         contact = ContactState(
-            contact_id=body.contact_id, customer_id=body.customer_id, channel=body.channel,
-            request=_request(body), request_hash=request_hash, status="queued", rule=rule.name,
-            stage=stage, priority=rule.priority, first_decision={}, created_at=now,
-            updated_at=now, stage_name=rule.stages[stage].name, entry=entry,
+            contact_id=body.contact_id,
+            customer_id=body.customer_id,
+            channel=body.channel,
+            request=_request(body),
+            request_hash=request_hash,
+            status="queued",
+            rule=rule.name,
+            stage=stage,
+            priority=rule.priority,
+            first_decision={},
+            created_at=now,
+            updated_at=now,
+            stage_name=rule.stages[stage].name,
+            entry=entry,
         )
         self._contacts[body.contact_id] = contact
         await self.state.add_waiting(entry)
-        result = await self.dispatcher.dispatch(rules, body.channel, trigger="route", now=now,
-                                                only=[entry])
-        placement = result.placements[0] if result.placements else None
+        placement = await self.dispatcher.place_new(rules, entry, now=now)
         if placement is not None:
             decision = self._placed(rules, contact, placement, trigger="route", now=now)
         else:
@@ -120,24 +146,37 @@ class RoutingService:
         self.writer.put_contact(contact.to_row())
         return decision, False
 
-    async def _queued(self, rules: CompiledRules, contact: ContactState,
-                      now: float) -> dict[str, Any]:
+    async def _queued(
+        self, rules: CompiledRules, contact: ContactState, now: float
+    ) -> dict[str, Any]:
         position = await self.state.position(contact.channel, contact.priority)
         staffed = await self.state.staffed(contact.channel)
         estimate = position * self._handle_seconds / staffed if staffed else None
         decision = {
-            "contact_id": contact.contact_id, "outcome": "queued", "agent_id": None,
-            "reservation": None, "queue_position": position,
+            "contact_id": contact.contact_id,
+            "outcome": "queued",
+            "agent_id": None,
+            "reservation": None,
+            "queue_position": position,
             "estimated_wait_seconds": None if estimate is None else round(estimate, 1),
-            "rule": contact.rule, "stage": contact.stage_name, "rules_version": rules.version,
+            "rule": contact.rule,
+            "stage": contact.stage_name,
+            "rules_version": rules.version,
             "explanation": _queued_text(contact, position, staffed),
         }
         self._record(contact, rules, "queued", "route", None, [], 0, now, "none")
         metrics.decision("queued", "route")
         return decision
 
-    def _placed(self, rules: CompiledRules, contact: ContactState, placement: Placement, *,
-                trigger: str, now: float) -> dict[str, Any]:
+    def _placed(
+        self,
+        rules: CompiledRules,
+        contact: ContactState,
+        placement: Placement,
+        *,
+        trigger: str,
+        now: float,
+    ) -> dict[str, Any]:
         reservation = placement.reservation
         contact.status = "reserved"
         contact.agent_id = reservation.agent_id
@@ -147,21 +186,35 @@ class RoutingService:
         contact.stage_name = placement.stage_name
         contact.entry = placement.entry
         contact.updated_at = now
-        self._record(contact, rules, "assigned", trigger, reservation, placement.candidates,
-                     placement.eligible_count, now, placement.method)
+        self._record(
+            contact,
+            rules,
+            "assigned",
+            trigger,
+            reservation,
+            placement.candidates,
+            placement.eligible_count,
+            now,
+            placement.method,
+        )
         metrics.decision("assigned", trigger)
         metrics.wait_seconds(contact.channel, now - contact.created_at)
         best = placement.candidates[0] if placement.candidates else None
         return {
-            "contact_id": contact.contact_id, "outcome": "assigned",
+            "contact_id": contact.contact_id,
+            "outcome": "assigned",
             "agent_id": reservation.agent_id,
             "reservation": {
-                "reservation_id": reservation.reservation_id, "agent_id": reservation.agent_id,
+                "reservation_id": reservation.reservation_id,
+                "agent_id": reservation.agent_id,
                 "expires_at": reservation.expires_at,
                 "expires_in_seconds": round(reservation.expires_at - now, 3),
             },
-            "queue_position": None, "estimated_wait_seconds": None, "rule": contact.rule,
-            "stage": placement.stage_name, "rules_version": rules.version,
+            "queue_position": None,
+            "estimated_wait_seconds": None,
+            "rule": contact.rule,
+            "stage": placement.stage_name,
+            "rules_version": rules.version,
             "explanation": (
                 f"rule {contact.rule}, stage {placement.stage_name}: best of "
                 f"{placement.eligible_count} eligible agent(s)"
@@ -170,8 +223,9 @@ class RoutingService:
             ),
         }
 
-    def _apply(self, rules: CompiledRules, result: DispatchResult, *, trigger: str,
-               skip: str | None = None) -> int:
+    def _apply(
+        self, rules: CompiledRules, result: DispatchResult, *, trigger: str, skip: str | None = None
+    ) -> int:
         """Record placements made by a dispatch (other than the routed contact itself)."""
         placed = 0
         now = clock.now()
@@ -187,22 +241,38 @@ class RoutingService:
             placed += 1
         return placed
 
-    def _record(self, contact: ContactState, rules: CompiledRules, outcome: str, trigger: str,
-                reservation: Reservation | None, candidates: list[ScoreTerms], eligible: int,
-                now: float, method: str) -> None:
-        self.writer.put_decision({
-            "decision_id": new_id(), "contact_id": contact.contact_id, "at": now,
-            "outcome": outcome, "trigger": trigger,
-            "agent_id": reservation.agent_id if reservation else None,
-            "reservation_id": reservation.reservation_id if reservation else None,
-            "rule": contact.rule, "stage": contact.stage_name, "rules_version": rules.version,
-            "method": method,
-            "explanation": {
-                "eligible_count": eligible,
-                "candidates": [_terms(t) for t in candidates],
-                "requirements": requirements_of(rules, contact.rule, contact.stage),
-            },
-        })
+    def _record(
+        self,
+        contact: ContactState,
+        rules: CompiledRules,
+        outcome: str,
+        trigger: str,
+        reservation: Reservation | None,
+        candidates: list[ScoreTerms],
+        eligible: int,
+        now: float,
+        method: str,
+    ) -> None:
+        self.writer.put_decision(
+            {
+                "decision_id": new_id(),
+                "contact_id": contact.contact_id,
+                "at": now,
+                "outcome": outcome,
+                "trigger": trigger,
+                "agent_id": reservation.agent_id if reservation else None,
+                "reservation_id": reservation.reservation_id if reservation else None,
+                "rule": contact.rule,
+                "stage": contact.stage_name,
+                "rules_version": rules.version,
+                "method": method,
+                "explanation": {
+                    "eligible_count": eligible,
+                    "candidates": [_terms(t) for t in candidates],
+                    "requirements": requirements_of(rules, contact.rule, contact.stage),
+                },
+            }
+        )
 
     # ---- dispatch triggers ---------------------------------------------------------------
     async def dispatch_channels(self, channels: Iterable[str], *, trigger: str) -> int:
@@ -235,9 +305,18 @@ class RoutingService:
                 continue  # stays under its old rule name; unreachable rules match nothing
             rule = rules.rule_for(entry.facts)
             stage = rule.next_stage(0, wait_seconds=now - entry.enqueued_at, stalled_seconds=0)
-            rematched.append(schedule(rules, replace(
-                entry, rule=rule.name, stage=stage, priority=rule.priority,
-                stage_entered_at=now)))
+            rematched.append(
+                schedule(
+                    rules,
+                    replace(
+                        entry,
+                        rule=rule.name,
+                        stage=stage,
+                        priority=rule.priority,
+                        stage_entered_at=now,
+                    ),
+                )
+            )
             contact = self._contacts.get(entry.contact_id)
             if contact is not None:
                 contact.rule, contact.stage, contact.priority = rule.name, stage, rule.priority
@@ -261,8 +340,9 @@ class RoutingService:
         for channel, entries in due.items():
             if channel not in rules.channels:
                 continue
-            result = await self.dispatcher.dispatch(rules, channel, trigger="timer", now=now,
-                                                    only=entries)
+            result = await self.dispatcher.dispatch(
+                rules, channel, trigger="timer", now=now, only=entries
+            )
             self._apply(rules, result, trigger="timer")
         for channel in self.rules.compiled.channels:
             metrics.QUEUE_LENGTH.labels(channel=channel).set(
@@ -280,8 +360,7 @@ class RoutingService:
                 self._stored_only[contact_id] = self._contacts.pop(contact_id).created_at
         horizon = now - self._idempotency_window
         if len(self._stored_only) > 2 * len(old) + 1000:
-            self._stored_only = {cid: at for cid, at in self._stored_only.items()
-                                 if at >= horizon}
+            self._stored_only = {cid: at for cid, at in self._stored_only.items() if at >= horizon}
 
     async def run_timer(self, interval: float) -> None:
         """Run `tick` forever every `interval` seconds."""
@@ -297,11 +376,13 @@ class RoutingService:
     # ---- reservations --------------------------------------------------------------------
     async def accept(self, reservation_id: str) -> tuple[Reservation, ContactState]:
         """The agent takes the contact: the slot stays taken until complete."""
-        reservation = await self.state.end_reservation(reservation_id, keep_load=True,
-                                                       now=clock.now())
+        reservation = await self.state.end_reservation(
+            reservation_id, keep_load=True, now=clock.now()
+        )
         if reservation is None:
-            raise NotFound(f"reservation {reservation_id} is not open (expired, rejected or "
-                           "unknown)")
+            raise NotFound(
+                f"reservation {reservation_id} is not open (expired, rejected or unknown)"
+            )
         contact = self._contacts[reservation.contact_id]
         contact.status = "connected"
         contact.updated_at = clock.now()
@@ -313,12 +394,14 @@ class RoutingService:
         """The agent turns the offer down: the contact is dispatched again without that agent."""
         found = await self._requeue(reservation_id, reason=reason or "rejected", now=clock.now())
         if found is None:
-            raise NotFound(f"reservation {reservation_id} is not open (expired, rejected or "
-                           "unknown)")
+            raise NotFound(
+                f"reservation {reservation_id} is not open (expired, rejected or unknown)"
+            )
         return found
 
-    async def _requeue(self, reservation_id: str, *, reason: str,
-                       now: float) -> tuple[Reservation, ContactState] | None:
+    async def _requeue(
+        self, reservation_id: str, *, reason: str, now: float
+    ) -> tuple[Reservation, ContactState] | None:
         reservation = await self.state.end_reservation(reservation_id, keep_load=False, now=now)
         if reservation is None:
             return None
@@ -330,21 +413,35 @@ class RoutingService:
         contact.reservation_id = contact.reservation_expires_at = None
         contact.updated_at = now
         base = contact.entry or self._entry_for(contact)
-        entry = schedule(self.rules.compiled,
-                         replace(base, excluded_agents=frozenset(contact.excluded_agents)))
+        entry = schedule(
+            self.rules.compiled, replace(base, excluded_agents=frozenset(contact.excluded_agents))
+        )
         contact.entry = entry
         await self.state.add_waiting(entry)
         self.writer.put_contact(contact.to_row())
-        log.info("reservation.requeued", contact_id=contact.contact_id,
-                 agent_id=reservation.agent_id, reason=reason)
+        log.info(
+            "reservation.requeued",
+            contact_id=contact.contact_id,
+            agent_id=reservation.agent_id,
+            reason=reason,
+        )
         await self.dispatch_channels([contact.channel], trigger=outcome)
         return reservation, contact
 
     def _entry_for(self, contact: ContactState) -> WaitingEntry:
-        return WaitingEntry(contact.contact_id, contact.facts, contact.channel,
-                            contact.request["language"], contact.rule, contact.stage,
-                            contact.priority, contact.created_at, contact.updated_at,
-                            contact.updated_at, frozenset(contact.excluded_agents))
+        return WaitingEntry(
+            contact.contact_id,
+            contact.facts,
+            contact.channel,
+            contact.request["language"],
+            contact.rule,
+            contact.stage,
+            contact.priority,
+            contact.created_at,
+            contact.updated_at,
+            contact.updated_at,
+            frozenset(contact.excluded_agents),
+        )
 
     # ---- contact end ---------------------------------------------------------------------
     async def complete(self, contact_id: str) -> ContactState:
@@ -353,8 +450,10 @@ class RoutingService:
         if contact.status == "completed":
             return contact
         if contact.status != "connected":
-            raise Conflict(f"contact {contact_id} is {contact.status}; only a connected contact "
-                           "can be completed")
+            raise Conflict(
+                f"contact {contact_id} is {contact.status}; only a connected contact "
+                "can be completed"
+            )
         now = clock.now()
         assert contact.agent_id is not None
         await self.state.release(contact.agent_id, contact.channel, now)
@@ -373,8 +472,9 @@ class RoutingService:
         elif contact.status == "reserved" and contact.reservation_id is not None:
             await self.state.end_reservation(contact.reservation_id, keep_load=False, now=now)
         else:
-            raise Conflict(f"contact {contact_id} is {contact.status}; it can no longer be "
-                           "abandoned")
+            raise Conflict(
+                f"contact {contact_id} is {contact.status}; it can no longer be abandoned"
+            )
         self._end(contact, "abandoned", now)
         if contact.agent_id is not None:
             await self.dispatch_channels([contact.channel], trigger="abandon")
@@ -423,10 +523,14 @@ class RoutingService:
         else:
             stage_name, stage = contact.stage_name, contact.stage
         return {
-            "contact_id": contact_id, "status": contact.status, "rule": contact.rule,
-            "stage": stage_name, "rules_version": latest["rules_version"] if latest
-            else rules.version, "requirements": requirements_of(rules, contact.rule, stage),
-            "chosen_agent_id": contact.agent_id, "method": latest["method"] if latest else None,
+            "contact_id": contact_id,
+            "status": contact.status,
+            "rule": contact.rule,
+            "stage": stage_name,
+            "rules_version": latest["rules_version"] if latest else rules.version,
+            "requirements": requirements_of(rules, contact.rule, stage),
+            "chosen_agent_id": contact.agent_id,
+            "method": latest["method"] if latest else None,
             "decided_at": latest["at"] if latest else None,
             "candidates": [_rounded(c) for c in candidates],
             "decisions": decisions,
@@ -435,8 +539,11 @@ class RoutingService:
     def _decisions(self, contact_id: str) -> list[dict[str, Any]]:
         self.writer.flush()
         with Session(self.engine) as session:
-            rows = session.exec(select(DecisionRow).where(DecisionRow.contact_id == contact_id)
-                                .order_by(col(DecisionRow.at))).all()
+            rows = session.exec(
+                select(DecisionRow)
+                .where(DecisionRow.contact_id == contact_id)
+                .order_by(col(DecisionRow.at))
+            ).all()
         return [row.model_dump() for row in rows]
 
     async def queue(self) -> list[WaitingEntry]:
@@ -448,7 +555,8 @@ class RoutingService:
     async def recover(self) -> int:
         """Rebuild waiting set, reservations and agent load from the database after a start."""
         self._stored_only = await asyncio.to_thread(
-            self._ended_ids, clock.now() - self._idempotency_window)
+            self._ended_ids, clock.now() - self._idempotency_window
+        )
         rows = await asyncio.to_thread(self._active_rows)
         rules = self.rules.compiled
         now = clock.now()
@@ -464,9 +572,14 @@ class RoutingService:
             contact.entry = entry
             await self.state.add_waiting(entry)
             if contact.status == "reserved" and contact.reservation_id and contact.agent_id:
-                reservation = Reservation(contact.reservation_id, contact.contact_id,
-                                          contact.agent_id, contact.channel, now,
-                                          contact.reservation_expires_at or now)
+                reservation = Reservation(
+                    contact.reservation_id,
+                    contact.contact_id,
+                    contact.agent_id,
+                    contact.channel,
+                    now,
+                    contact.reservation_expires_at or now,
+                )
                 if not await self.state.claim(entry, reservation):
                     contact.status, contact.agent_id = "queued", None
                     contact.reservation_id = contact.reservation_expires_at = None
@@ -484,10 +597,13 @@ class RoutingService:
 
     def _active_rows(self) -> list[ContactRow]:
         with Session(self.engine) as session:
-            return list(session.exec(
-                select(ContactRow).where(col(ContactRow.status).in_(ACTIVE))
-                .order_by(col(ContactRow.created_at))
-            ).all())
+            return list(
+                session.exec(
+                    select(ContactRow)
+                    .where(col(ContactRow.status).in_(ACTIVE))
+                    .order_by(col(ContactRow.created_at))
+                ).all()
+            )
 
 
 def _request(body: ContactIn) -> dict[str, Any]:
@@ -495,9 +611,17 @@ def _request(body: ContactIn) -> dict[str, Any]:
 
 
 def _terms(t: ScoreTerms) -> dict[str, Any]:
-    return {"agent_id": t.agent_id, "eligible": t.eligible, "reason": t.reason,
-            "priority": t.priority, "wait": t.wait, "skill_fit": t.skill_fit,
-            "preferred": t.preferred, "idle": t.idle, "total": t.total}
+    return {
+        "agent_id": t.agent_id,
+        "eligible": t.eligible,
+        "reason": t.reason,
+        "priority": t.priority,
+        "wait": t.wait,
+        "skill_fit": t.skill_fit,
+        "preferred": t.preferred,
+        "idle": t.idle,
+        "total": t.total,
+    }
 
 
 def _rounded(candidate: dict[str, Any]) -> dict[str, Any]:
@@ -522,43 +646,67 @@ def _requirements(rules: CompiledRules, rule_name: str, stage: int) -> dict[str,
     rule = rules.rule_named(rule_name) or rules.implicit
     plan = rule.stages[min(stage, len(rule.stages) - 1)]
     return {
-        "skills": {rules.skills[s]: int(lv) for s, lv in
-                   zip(plan.required_skills, plan.required_levels, strict=True)},
+        "skills": {
+            rules.skills[s]: int(lv)
+            for s, lv in zip(plan.required_skills, plan.required_levels, strict=True)
+        },
         "language": plan.language,
-        "preferred": {rules.skills[s]: round(float(w), 4) for s, w in
-                      zip(plan.preferred_skills, plan.preferred_weights, strict=True)},
+        "preferred": {
+            rules.skills[s]: round(float(w), 4)
+            for s, w in zip(plan.preferred_skills, plan.preferred_weights, strict=True)
+        },
     }
 
 
 def _queued_text(contact: ContactState, position: int, staffed: int) -> str:
     if staffed == 0:
-        return (f"rule {contact.rule}, stage {contact.stage_name}: no agent is available on "
-                f"{contact.channel}; position {position}")
-    return (f"rule {contact.rule}, stage {contact.stage_name}: no eligible agent free now; "
-            f"position {position}")
+        return (
+            f"rule {contact.rule}, stage {contact.stage_name}: no agent is available on "
+            f"{contact.channel}; position {position}"
+        )
+    return (
+        f"rule {contact.rule}, stage {contact.stage_name}: no eligible agent free now; "
+        f"position {position}"
+    )
 
 
 def _check_vocabulary(rules: CompiledRules, body: ContactIn) -> None:
     vocab = rules.ruleset.vocabularies
     errors = []
-    for field, known in (("channel", vocab.channels), ("segment", vocab.segments),
-                         ("inquiry_type", vocab.inquiry_types),
-                         ("journey_stage", vocab.journey_stages),
-                         ("language", vocab.languages)):
+    for field, known in (
+        ("channel", vocab.channels),
+        ("segment", vocab.segments),
+        ("inquiry_type", vocab.inquiry_types),
+        ("journey_stage", vocab.journey_stages),
+        ("language", vocab.languages),
+    ):
         value = getattr(body, field)
         if value not in known:
-            errors.append({"field": field, "type": "unknown_name",
-                           "message": f"unknown {field} {value!r}; known: {', '.join(known)}"})
+            errors.append(
+                {
+                    "field": field,
+                    "type": "unknown_name",
+                    "message": f"unknown {field} {value!r}; known: {', '.join(known)}",
+                }
+            )
     for name, kind in vocab.attributes.items():
         if name not in body.attributes:
             continue
         value = body.attributes[name]
-        ok = (isinstance(value, bool) if kind == "boolean" else
-              isinstance(value, int | float) and not isinstance(value, bool) if kind == "number"
-              else isinstance(value, str))
+        ok = (
+            isinstance(value, bool)
+            if kind == "boolean"
+            else isinstance(value, int | float) and not isinstance(value, bool)
+            if kind == "number"
+            else isinstance(value, str)
+        )
         if not ok:
-            errors.append({"field": f"attributes.{name}", "type": "type_mismatch",
-                           "message": f"attribute {name!r} must be a {kind}"})
+            errors.append(
+                {
+                    "field": f"attributes.{name}",
+                    "type": "type_mismatch",
+                    "message": f"attribute {name!r} must be a {kind}",
+                }
+            )
     if errors:
         raise InvalidInput(errors[0]["message"], errors=errors)
-

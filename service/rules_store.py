@@ -175,8 +175,12 @@ class RulesStore:
                 await self.apply(text, origin="file", author=path.name)
             except RulesInvalid as exc:
                 metrics.RULES_RELOADS.labels(result="rejected").inc()
-                log.error("rules.file_rejected", file=str(path), error=_describe(exc),
-                          kept_version=self.active.row.version)
+                log.error(
+                    "rules.file_rejected",
+                    file=str(path),
+                    error=_describe(exc),
+                    kept_version=self.active.row.version,
+                )
 
 
 def _describe(exc: Exception) -> str:

@@ -24,8 +24,9 @@ class Settings(BaseSettings):
     """skillroute's settings; see the README's settings table for each one."""
 
     # hide_input_in_errors: a refused configuration must not print the other (real) API keys.
-    model_config = SettingsConfigDict(env_prefix="SKILLROUTE_", env_file=".env", extra="ignore",
-                                      hide_input_in_errors=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SKILLROUTE_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     demo: bool = Field(
         default=False, description="demo mode: demo API keys, demo rules and agents if empty"
@@ -47,6 +48,14 @@ class Settings(BaseSettings):
     )
     default_handle_seconds: float = Field(
         default=300.0, gt=0, description="mean handle time used for wait estimates"
+    )
+    contact_memory_seconds: float = Field(
+        default=3600.0, gt=0, description="ended contacts stay in memory this long"
+    )
+    idempotency_window_seconds: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="a retried route within this window replays the first decision",
     )
     write_flush_interval_seconds: float = Field(default=0.05, gt=0, le=5)
     write_batch_max: int = Field(default=1000, ge=1)

@@ -1,14 +1,26 @@
-"""Shared fixtures: an app on a temporary SQLite file, API keys per client type, a clock."""
+"""Shared fixtures: an app on a temporary SQLite file, API keys per client type, a clock.
+
+Integration tests (marked `integration`) reach real PostgreSQL and Redis through the
+`postgres_url` and `redis_url` fixtures. Locally they skip, with the reason, when
+SKILLROUTE_TEST_DATABASE_URL / SKILLROUTE_TEST_REDIS_URL is unset or unreachable; under
+CI=true they fail instead, and the session fails if any integration test was skipped at all.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from service import clock
 from service.app import create_app
@@ -18,6 +30,8 @@ ACD_KEY = "test-acd-key-000000000001"
 ADMIN_KEY = "test-admin-key-00000000001"
 BILLING_KEY = "test-billing-key-000000001"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+DATABASE_URL_ENV = "SKILLROUTE_TEST_DATABASE_URL"
+REDIS_URL_ENV = "SKILLROUTE_TEST_REDIS_URL"
 
 
 class FakeClock:
@@ -61,6 +75,14 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 def settings(tmp_path: Path) -> Settings:
     """Default test settings."""
     return make_settings(tmp_path)
+
+
+@contextlib.contextmanager
+def serve(settings: Settings, *, run_background: bool = False) -> Iterator[TestClient]:
+    """Start an app on `settings` (lifespan included) and stop it (writer flushed) on exit."""
+    app = create_app(settings, run_background=run_background)
+    with TestClient(app, raise_server_exceptions=True) as test_client:
+        yield test_client
 
 
 @pytest.fixture
@@ -111,3 +133,127 @@ def tick(client: TestClient) -> None:
     """Run the periodic dispatch once (expiry, relaxation), as the timer would."""
     assert client.portal is not None
     client.portal.call(client.app.state.routing.tick)  # type: ignore[attr-defined]
+
+
+def put_agents(client: TestClient, headers: dict[str, str], agents: dict[str, dict]) -> None:
+    """Create or replace agents through the API."""
+    for agent_id, body in agents.items():
+        response = client.put(f"/v1/agents/{agent_id}", json=body, headers=headers)
+        assert response.status_code in (200, 201), response.text
+
+
+def route(client: TestClient, headers: dict[str, str], body: dict) -> dict:
+    """Route a contact (a new decision) and return the decision."""
+    response = client.post("/v1/route", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def metric_value(client: TestClient, sample: str, **labels: str) -> float:
+    """One sample of GET /metrics (0 when absent: a labelled child not yet created)."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    for family in text_string_to_metric_families(response.text):
+        for found in family.samples:
+            if found.name == sample and all(found.labels.get(k) == v for k, v in labels.items()):
+                return float(found.value)
+    return 0.0
+
+
+# ---- real PostgreSQL and Redis for integration tests ---------------------------------------
+def _unavailable(reason: str) -> None:
+    """Fail under CI (the service must be there), skip with the reason locally."""
+    if IN_CI:
+        pytest.fail(f"CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as libpq/psycopg accepts it (no `+driver`)."""
+    scheme, sep, rest = url.partition("://")
+    return scheme.split("+", 1)[0] + sep + rest
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """SKILLROUTE_TEST_DATABASE_URL, checked once per session to accept connections."""
+    url = os.environ.get(DATABASE_URL_ENV, "")
+    if not url:
+        _unavailable(f"{DATABASE_URL_ENV} is not set (e.g. postgresql://postgres@127.0.0.1/test)")
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error as exc:
+        _unavailable(f"PostgreSQL at {DATABASE_URL_ENV} is unreachable: {exc}".strip())
+    return url
+
+
+def _redis_ping(url: str, timeout: float = 3.0) -> None:
+    """Send PING (after AUTH if the URL has a password) over a raw socket; raise if no PONG."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"not a redis:// or rediss:// URL: {parts.scheme}://…")
+    commands: list[list[str]] = []
+    if parts.password is not None:
+        auth = [unquote(parts.username), unquote(parts.password)] if parts.username else [
+            unquote(parts.password)
+        ]
+        commands.append(["AUTH", *auth])
+    commands.append(["PING"])
+    payload = b"".join(
+        f"*{len(c)}\r\n".encode() + b"".join(f"${len(a.encode())}\r\n{a}\r\n".encode() for a in c)
+        for c in commands
+    )
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+        if parts.scheme == "rediss":
+            sock = stack.enter_context(
+                ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            )
+        sock.sendall(payload)
+        replies = b""
+        while replies.count(b"\r\n") < len(commands):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            replies += chunk
+    expected = [b"+OK"] * (len(commands) - 1) + [b"+PONG"]
+    if replies.split(b"\r\n")[: len(commands)] != expected:
+        raise ConnectionError(f"unexpected reply {replies[:200]!r}")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """SKILLROUTE_TEST_REDIS_URL, checked once per session to answer PING."""
+    url = os.environ.get(REDIS_URL_ENV, "")
+    if not url:
+        _unavailable(f"{REDIS_URL_ENV} is not set (e.g. redis://127.0.0.1:6379/15)")
+    try:
+        _redis_ping(url)
+    except (OSError, ValueError) as exc:
+        _unavailable(f"Redis at {REDIS_URL_ENV} is unreachable: {exc}")
+    return url
+
+
+_skipped_integration: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember integration tests that were skipped (for the CI check below)."""
+    if report.skipped and "integration" in report.keywords:
+        _skipped_integration.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI=true a skipped integration test fails the session: CI must test for real."""
+    if IN_CI and _skipped_integration and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which integration tests were skipped when that fails a CI run."""
+    if IN_CI and _skipped_integration:
+        terminalreporter.section("integration tests skipped under CI=true", red=True)
+        for nodeid in _skipped_integration:
+            terminalreporter.line(nodeid)

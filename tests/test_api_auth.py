@@ -72,7 +72,7 @@ def assert_problem(response: Any, status: int, path: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
-    assert PROBLEM_KEYS <= body.keys()
+    assert body.keys() >= PROBLEM_KEYS
     assert body["status"] == status
     assert body["instance"] == concrete(path)
     return body
@@ -81,9 +81,15 @@ def assert_problem(response: Any, status: int, path: str) -> dict[str, Any]:
 @pytest.fixture
 def demo_client(tmp_path: Path) -> Iterator[TestClient]:
     """An app in demo mode: no configured keys, demo rules and agents."""
-    settings = Settings(demo=True, database_url=f"sqlite:///{tmp_path / 'demo.db'}",
-                        api_keys={}, rules_file=DEMO_RULES, log_level="warning",
-                        log_requests=False, write_flush_interval_seconds=0.01)
+    settings = Settings(
+        demo=True,
+        database_url=f"sqlite:///{tmp_path / 'demo.db'}",
+        api_keys={},
+        rules_file=DEMO_RULES,
+        log_level="warning",
+        log_requests=False,
+        write_flush_interval_seconds=0.01,
+    )
     with TestClient(create_app(settings, run_background=False)) as test_client:
         yield test_client
 
@@ -115,8 +121,9 @@ def test_every_v1_route_without_an_api_key_is_401_with_a_bearer_challenge(
 def test_every_v1_route_with_an_unknown_api_key_is_401(
     client: TestClient, method: str, path: str
 ) -> None:
-    response = call(client, method, path,
-                    headers={"Authorization": "Bearer not-a-key-of-this-service-0001"})
+    response = call(
+        client, method, path, headers={"Authorization": "Bearer not-a-key-of-this-service-0001"}
+    )
     body = assert_problem(response, 401, path)
     assert response.headers["www-authenticate"] == "Bearer"
     assert body["detail"] == "unknown API key"
@@ -139,8 +146,9 @@ def test_every_v1_route_refuses_keys_without_its_scope_with_403(
     wrong = [scope for scope in KEY_OF_SCOPE if scope != needed]
     assert "billing" in wrong  # the billing key opens no route or rules endpoint
     for scope in wrong:
-        response = call(client, method, path,
-                        headers={"Authorization": f"Bearer {KEY_OF_SCOPE[scope]}"})
+        response = call(
+            client, method, path, headers={"Authorization": f"Bearer {KEY_OF_SCOPE[scope]}"}
+        )
         body = assert_problem(response, 403, path)
         assert body["detail"] == f"this API key lacks the {needed!r} scope"
         assert "www-authenticate" not in response.headers
@@ -152,8 +160,9 @@ def test_every_v1_route_lets_a_key_with_its_scope_through(
 ) -> None:
     needed = required_scope(path)
     assert needed is not None
-    response = call(client, method, path,
-                    headers={"Authorization": f"Bearer {KEY_OF_SCOPE[needed]}"})
+    response = call(
+        client, method, path, headers={"Authorization": f"Bearer {KEY_OF_SCOPE[needed]}"}
+    )
     # Past authentication the request may still be incomplete (422) or name nothing (404).
     assert response.status_code not in (401, 403), response.text
 
@@ -170,8 +179,11 @@ def test_the_openapi_document_declares_bearer_auth_401_and_403_on_every_v1_opera
 
 
 def test_demo_keys_are_unknown_outside_demo_mode(client: TestClient) -> None:
-    for key, path in [("demo-acd-key", "/v1/queue"), ("demo-admin-key", "/v1/rules"),
-                      ("demo-billing-key", "/v1/queue")]:
+    for key, path in [
+        ("demo-acd-key", "/v1/queue"),
+        ("demo-admin-key", "/v1/rules"),
+        ("demo-billing-key", "/v1/queue"),
+    ]:
         response = client.get(path, headers={"Authorization": f"Bearer {key}"})
         body = assert_problem(response, 401, path)
         assert body["detail"] == "unknown API key"
@@ -181,12 +193,15 @@ def test_in_demo_mode_each_demo_key_has_exactly_its_own_scope(demo_client: TestC
     def status(key: str, path: str) -> int:
         return demo_client.get(path, headers={"Authorization": f"Bearer {key}"}).status_code
 
-    assert (status("demo-acd-key", "/v1/queue"), status("demo-acd-key", "/v1/rules")) == (
-        200, 403)
+    assert (status("demo-acd-key", "/v1/queue"), status("demo-acd-key", "/v1/rules")) == (200, 403)
     assert (status("demo-admin-key", "/v1/queue"), status("demo-admin-key", "/v1/rules")) == (
-        403, 200)
-    assert (status("demo-billing-key", "/v1/queue"),
-            status("demo-billing-key", "/v1/rules")) == (403, 403)
+        403,
+        200,
+    )
+    assert (status("demo-billing-key", "/v1/queue"), status("demo-billing-key", "/v1/rules")) == (
+        403,
+        403,
+    )
     assert status("demo-operator-key", "/v1/queue") == 401
 
 
@@ -201,8 +216,9 @@ def test_settings_refuse_to_start_without_api_keys_outside_demo_mode(tmp_path: P
     assert "SKILLROUTE_API_KEYS is empty" in message
 
 
-@pytest.mark.parametrize("key", ["changeme", "secret", "CHANGE-ME", "demo-acd-key",
-                                 "short-key-15chr"])
+@pytest.mark.parametrize(
+    "key", ["changeme", "secret", "CHANGE-ME", "demo-acd-key", "short-key-15chr"]
+)
 def test_settings_refuse_a_placeholder_demo_or_short_key_outside_demo_mode(
     tmp_path: Path, key: str
 ) -> None:

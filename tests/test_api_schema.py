@@ -73,11 +73,13 @@ EXISTING: dict[str, list[Any]] = {}
 # The document the app serves at /openapi.json (building it needs no lifespan).
 schema = schemathesis.openapi.from_dict(
     create_app(all_scopes_settings(Path(tempfile.gettempdir())), run_background=False).openapi(),
-    config=schemathesis.Config.from_dict({
-        "base-url": "http://testserver",
-        "headers": AUTH,
-        "checks": {"positive_data_acceptance": {"enabled": False}},
-    }),
+    config=schemathesis.Config.from_dict(
+        {
+            "base-url": "http://testserver",
+            "headers": AUTH,
+            "checks": {"positive_data_acceptance": {"enabled": False}},
+        }
+    ),
 )
 schema.app = APP_UNDER_TEST
 
@@ -91,8 +93,7 @@ def flatmap_path_parameters(
     if not path_parameters or not names:
         return st.just(path_parameters)
     existing = st.fixed_dictionaries({name: st.sampled_from(EXISTING[name]) for name in names})
-    return st.one_of(st.just(path_parameters),
-                     existing.map(lambda ids: {**path_parameters, **ids}))
+    return st.one_of(st.just(path_parameters), existing.map(lambda ids: {**path_parameters, **ids}))
 
 
 def _digest(value: object) -> int:
@@ -130,8 +131,9 @@ def map_body(context: schemathesis.HookContext, body: Any) -> Any:
         return body
     path = context.operation.path if context.operation else ""
     if path == "/v1/route":
-        return {k: _known(v, VOCABULARY[k], digest) if k in VOCABULARY else v
-                for k, v in body.items()}
+        return {
+            k: _known(v, VOCABULARY[k], digest) if k in VOCABULARY else v for k, v in body.items()
+        }
     if path == "/v1/agents/{agent_id}":
         mapped = dict(body)
         if "skills" in mapped:
@@ -139,8 +141,9 @@ def map_body(context: schemathesis.HookContext, body: Any) -> Any:
         if "capacity" in mapped:
             mapped["capacity"] = _known_keys(mapped["capacity"], CHANNELS, digest)
         if isinstance(mapped.get("languages"), list):
-            mapped["languages"] = [_known(v, VOCABULARY["language"], digest)
-                                   for v in mapped["languages"]]
+            mapped["languages"] = [
+                _known(v, VOCABULARY["language"], digest) for v in mapped["languages"]
+            ]
         return mapped
     return body
 
@@ -159,22 +162,34 @@ def seeded_app(tmp_path: Path) -> Iterator[FastAPI]:
     EXISTING.clear()
     EXISTING.update(agent_id=[], contact_id=[], reservation_id=[], version=[1])
     for agent_id, body in demo_agents():
-        response = _call("PUT", "/v1/agents/{agent_id}", path_parameters={"agent_id": agent_id},
-                         body=body.model_dump(), media_type="application/json")
+        response = _call(
+            "PUT",
+            "/v1/agents/{agent_id}",
+            path_parameters={"agent_id": agent_id},
+            body=body.model_dump(),
+            media_type="application/json",
+        )
         assert response.status_code == 201, response.text
         EXISTING["agent_id"].append(agent_id)
     for number in range(16):
         inquiry = VOCABULARY["inquiry_type"][number % 5]
-        response = _call("POST", "/v1/route", media_type="application/json",
-                         body=contact(f"c-{number}", inquiry_type=inquiry))
+        response = _call(
+            "POST",
+            "/v1/route",
+            media_type="application/json",
+            body=contact(f"c-{number}", inquiry_type=inquiry),
+        )
         assert response.status_code == 201, response.text
         decision = response.json()
         EXISTING["contact_id"].append(decision["contact_id"])
         if decision["reservation"]:
             EXISTING["reservation_id"].append(decision["reservation"]["reservation_id"])
     # One reserved contact becomes connected, so that `complete` has something to complete.
-    accepted = _call("POST", "/v1/reservations/{reservation_id}/accept",
-                     path_parameters={"reservation_id": EXISTING["reservation_id"][0]})
+    accepted = _call(
+        "POST",
+        "/v1/reservations/{reservation_id}/accept",
+        path_parameters={"reservation_id": EXISTING["reservation_id"][0]},
+    )
     assert accepted.status_code == 200, accepted.text
     queue = _call("GET", "/v1/queue").json()
     assert queue["waiting"] > 0, "some contacts must be waiting"
@@ -184,8 +199,11 @@ def seeded_app(tmp_path: Path) -> Iterator[FastAPI]:
 
 
 @schema.parametrize()
-@settings(max_examples=50, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 def test_every_operation_answers_as_documented_and_never_with_a_server_error(
     case: schemathesis.Case, seeded_app: FastAPI
 ) -> None:

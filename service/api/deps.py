@@ -28,8 +28,10 @@ class Caller:
 def _caller(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Caller:
     settings: Settings = request.app.state.settings
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("missing API key: send `Authorization: Bearer KEY`",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized(
+            "missing API key: send `Authorization: Bearer KEY`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     scopes = settings.keys.get(credentials.credentials)
     if scopes is None:
         raise Unauthorized("unknown API key", headers={"WWW-Authenticate": "Bearer"})

@@ -19,9 +19,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Ready to route: database reachable, rules active, writer healthy",
-            response_model=ReadinessOut,
-            responses={503: {"model": ReadinessOut, "description": "Not ready; `checks` says why"}})
+@router.get(
+    "/readyz",
+    summary="Ready to route: database reachable, rules active, writer healthy",
+    response_model=ReadinessOut,
+    responses={503: {"model": ReadinessOut, "description": "Not ready; `checks` says why"}},
+)
 async def readyz(request: Request, response: Response) -> ReadinessOut:
     """200 when the service can route and persist; 503 with the failing checks otherwise."""
     app_state = request.app.state

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from service.api.deps import AcdCaller, RoutingDep
 from service.models import ContactIn, DecisionOut, problems
-from service.problems import InvalidInput, validation_errors
+from service.problems import InvalidInput, error_summary, validation_errors
 
 router = APIRouter(prefix="/v1", tags=["route"])
 
@@ -20,12 +20,15 @@ _BODY_SCHEMA = ContactIn.model_json_schema()
     "/route",
     summary="Route a contact: assign an agent now or queue it",
     response_model=DecisionOut,
-    responses={200: {"model": DecisionOut, "description": "A retry: the first decision, replayed"},
-               201: {"model": DecisionOut, "description": "A new decision"},
-               **problems(401, 403, 409, 413, 422, 503)},
+    responses={
+        200: {"model": DecisionOut, "description": "A retry: the first decision, replayed"},
+        201: {"model": DecisionOut, "description": "A new decision"},
+        **problems(401, 403, 409, 413, 422, 503),
+    },
     status_code=201,
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": _BODY_SCHEMA}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
+    },
 )
 async def route_contact(request: Request, caller: AcdCaller, routing: RoutingDep) -> Response:
     """Decide who serves a contact; a retry with the same contact_id replays the decision."""
@@ -34,11 +37,11 @@ async def route_contact(request: Request, caller: AcdCaller, routing: RoutingDep
         body = ContactIn.model_validate_json(raw)
     except ValidationError as exc:
         errors = validation_errors(exc.errors())
-        raise InvalidInput(f"{errors[0]['field']}: {errors[0]['message']}",
-                           errors=errors) from None
+        raise InvalidInput(error_summary(errors[0]), errors=errors) from None
     decision, replayed = await routing.route(body, raw)
     return Response(
-        orjson.dumps(decision), status_code=200 if replayed else 201,
+        orjson.dumps(decision),
+        status_code=200 if replayed else 201,
         media_type="application/json",
         headers={"Idempotent-Replay": "true"} if replayed else None,
     )

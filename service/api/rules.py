@@ -24,14 +24,24 @@ router = APIRouter(prefix="/v1/rules", tags=["rules"])
 # The YAML document is a mapping (its full JSON Schema: `skillroute rules schema`); as plain
 # text it is the raw, non-empty document. A draft to validate may be any YAML at all.
 _RULES_TEXT = {"type": "string", "minLength": 1}
-_YAML_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "application/yaml": {"schema": {"type": "object"}},
-    "text/plain": {"schema": _RULES_TEXT},
-}}}
-_DRAFT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "application/yaml": {"schema": {}},
-    "text/plain": {"schema": _RULES_TEXT},
-}}}
+_YAML_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/yaml": {"schema": {"type": "object"}},
+            "text/plain": {"schema": _RULES_TEXT},
+        },
+    }
+}
+_DRAFT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/yaml": {"schema": {}},
+            "text/plain": {"schema": _RULES_TEXT},
+        },
+    }
+}
 MAX_RULES_BYTES = 1_000_000
 
 
@@ -48,14 +58,19 @@ async def _yaml_text(request: Request) -> str:
 
 
 def _problems(items: list[RuleProblem]) -> list[RuleProblemOut]:
-    return [RuleProblemOut(**p.as_dict()) for p in items]  # type: ignore[arg-type]
+    return [RuleProblemOut(**p.as_dict()) for p in items]
 
 
 def _active(active: ActiveRules) -> RulesOut:
     row = active.row
-    return RulesOut(version=row.version, checksum=row.checksum, origin=row.origin,
-                    created_at=row.created_at, source=row.source,
-                    warnings=_problems(active.warnings))
+    return RulesOut(
+        version=row.version,
+        checksum=row.checksum,
+        origin=row.origin,
+        created_at=row.created_at,
+        source=row.source,
+        warnings=_problems(active.warnings),
+    )
 
 
 def _invalid(exc: RulesInvalid) -> InvalidInput:
@@ -71,8 +86,9 @@ async def get_rules(admin: RulesAdmin, rules: RulesDep) -> RulesOut:
     return _active(rules.active)
 
 
-@router.put("", response_model=RulesOut, responses=problems(401, 403, 413, 422),
-            openapi_extra=_YAML_BODY)
+@router.put(
+    "", response_model=RulesOut, responses=problems(401, 403, 413, 422), openapi_extra=_YAML_BODY
+)
 async def put_rules(request: Request, admin: RulesAdmin, rules: RulesDep) -> RulesOut:
     """Store and activate a new rules version; on any error the active rules stay as they were.
 
@@ -86,46 +102,66 @@ async def put_rules(request: Request, admin: RulesAdmin, rules: RulesDep) -> Rul
     return _active(active)
 
 
-@router.post("/validate", response_model=RulesValidationOut,
-             responses=problems(401, 403, 413, 422),
-             openapi_extra=_DRAFT_BODY)
-async def validate_rules(request: Request, admin: RulesAdmin,
-                         rules: RulesDep) -> RulesValidationOut:
+@router.post(
+    "/validate",
+    response_model=RulesValidationOut,
+    responses=problems(401, 403, 413, 422),
+    openapi_extra=_DRAFT_BODY,
+)
+async def validate_rules(
+    request: Request, admin: RulesAdmin, rules: RulesDep
+) -> RulesValidationOut:
     """Validate and lint a draft without applying it (same errors as the CLI)."""
     text = await _yaml_text(request)
     errors, warnings = rules.check(text, file="draft")
-    return RulesValidationOut(valid=not errors, errors=_problems(errors),
-                              warnings=_problems(warnings))
+    return RulesValidationOut(
+        valid=not errors, errors=_problems(errors), warnings=_problems(warnings)
+    )
 
 
 @router.get("/versions", response_model=RuleVersionList, responses=problems(401, 403, 422))
-async def list_versions(admin: RulesAdmin, rules: RulesDep,
-                        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-                        limit: Annotated[int, Query(ge=1, le=200)] = 50) -> RuleVersionList:
+async def list_versions(
+    admin: RulesAdmin,
+    rules: RulesDep,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> RuleVersionList:
     """Stored rules versions, newest first."""
     import asyncio
 
     rows, total = await asyncio.to_thread(rules.versions, offset=offset, limit=limit)
-    return RuleVersionList(items=[RuleVersionOut.model_validate(r, from_attributes=True)
-                                  for r in rows], total=total, offset=offset, limit=limit)
+    return RuleVersionList(
+        items=[RuleVersionOut.model_validate(r, from_attributes=True) for r in rows],
+        total=total,
+        offset=offset,
+        limit=limit,
+    )
 
 
-@router.get("/versions/{version}", response_model=RulesOut,
-            responses=problems(401, 403, 404, 422))
-async def get_version(version: Annotated[int, Path(ge=1, le=2**31 - 1)], admin: RulesAdmin,
-                      rules: RulesDep) -> RulesOut:
+@router.get("/versions/{version}", response_model=RulesOut, responses=problems(401, 403, 404, 422))
+async def get_version(
+    version: Annotated[int, Path(ge=1, le=2**31 - 1)], admin: RulesAdmin, rules: RulesDep
+) -> RulesOut:
     """One stored version with its source."""
     import asyncio
 
     row = await asyncio.to_thread(rules.version, version)
-    return RulesOut(version=row.version, checksum=row.checksum, origin=row.origin,
-                    created_at=row.created_at, source=row.source, warnings=[])
+    return RulesOut(
+        version=row.version,
+        checksum=row.checksum,
+        origin=row.origin,
+        created_at=row.created_at,
+        source=row.source,
+        warnings=[],
+    )
 
 
-@router.post("/versions/{version}/rollback", response_model=RulesOut,
-             responses=problems(401, 403, 404, 422))
-async def rollback_rules(version: Annotated[int, Path(ge=1, le=2**31 - 1)], admin: RulesAdmin,
-                         rules: RulesDep) -> RulesOut:
+@router.post(
+    "/versions/{version}/rollback", response_model=RulesOut, responses=problems(401, 403, 404, 422)
+)
+async def rollback_rules(
+    version: Annotated[int, Path(ge=1, le=2**31 - 1)], admin: RulesAdmin, rules: RulesDep
+) -> RulesOut:
     """Activate an earlier version again (recorded as a new version)."""
     try:
         active = await rules.rollback(version, author=admin.key_id)

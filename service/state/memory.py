@@ -37,8 +37,11 @@ class MemoryState(RealtimeState):
 
     # ---- agent arrays -------------------------------------------------------------------
     def _allocate(self, rows: int) -> None:
-        n_s, n_l, n_c = (len(self._rules.skills), len(self._rules.languages),
-                         len(self._rules.channels))
+        n_s, n_l, n_c = (
+            len(self._rules.skills),
+            len(self._rules.languages),
+            len(self._rules.channels),
+        )
         self._skills = np.zeros((rows, n_s), dtype=np.float32)  # levels 0-5, exact
         self._languages = np.zeros((rows, n_l), dtype=np.bool_)
         self._capacity = np.zeros((rows, n_c), dtype=np.int32)
@@ -50,8 +53,15 @@ class MemoryState(RealtimeState):
         self._id_array: npt.NDArray[np.object_] = np.empty(rows, dtype=object)
 
     def _grow(self) -> None:
-        old = (self._skills, self._languages, self._capacity, self._load, self._available,
-               self._idle_since, self._id_array)
+        old = (
+            self._skills,
+            self._languages,
+            self._capacity,
+            self._load,
+            self._available,
+            self._idle_since,
+            self._id_array,
+        )
         self._allocate(max(16, 2 * old[0].shape[0]))
         n = old[0].shape[0]
         self._skills[:n], self._languages[:n], self._capacity[:n] = old[0], old[1], old[2]

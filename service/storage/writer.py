@@ -95,10 +95,7 @@ class BatchWriter:
         while not self._stop.is_set():
             self._wake.wait(backoff)
             self._wake.clear()
-            if self.flush():
-                backoff = self._interval
-            else:
-                backoff = min(backoff * 2, 5.0)
+            backoff = self._interval if self.flush() else min(backoff * 2, 5.0)
 
     def flush(self) -> bool:
         """Commit everything queued in one transaction; False (rows kept) on failure."""
@@ -139,9 +136,12 @@ class BatchWriter:
     def _upsert_contacts(self) -> Any:
         table = ContactRow.__table__  # type: ignore[attr-defined]
         statement = self._dialect_insert(table)
-        updated = {c.name: statement.excluded[c.name] for c in table.columns
-                   if c.name not in ("contact_id", "created_at", "first_decision", "request",
-                                     "request_hash")}
+        updated = {
+            c.name: statement.excluded[c.name]
+            for c in table.columns
+            if c.name
+            not in ("contact_id", "created_at", "first_decision", "request", "request_hash")
+        }
         return statement.on_conflict_do_update(index_elements=["contact_id"], set_=updated)
 
     def _insert_decisions(self) -> Any:

@@ -1,0 +1,392 @@
+"""The service as operations and admins live with it: rule changes, hot reload, restarts,
+solve deadlines, metrics, readiness and request ids."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service.settings import DEMO_RULES
+from service.storage.db import make_engine
+from tests.conftest import (
+    FakeClock,
+    agent,
+    contact,
+    make_settings,
+    metric_value,
+    put_agents,
+    route,
+    serve,
+    tick,
+)
+
+YAML = {"Content-Type": "application/yaml"}
+DEMO_TEXT = DEMO_RULES.read_text(encoding="utf-8")
+# The cancellation rule is the only one that requires retention level 3.
+RETENTION_3 = "skills: {retention: 3}"
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, step: float = 0.05) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+def replace_file(path: Path, text: str, staging: Path) -> None:
+    """Write `path` the way editors and deploy tools do: a new file renamed into place."""
+    staging.mkdir(exist_ok=True)
+    draft = staging / path.name
+    draft.write_text(text, encoding="utf-8")
+    os.replace(draft, path)
+
+
+def status_of(client: TestClient, headers: dict[str, str], contact_id: str) -> tuple:
+    body = client.get(f"/v1/contacts/{contact_id}", headers=headers).json()
+    return body["status"], body["agent_id"]
+
+
+# ---- rule changes --------------------------------------------------------------------------
+def test_new_rules_reroute_a_waiting_contact_at_once_and_invalid_rules_change_nothing(
+    client: TestClient,
+    acd_headers: dict[str, str],
+    admin_headers: dict[str, str],
+    fake_clock: FakeClock,
+) -> None:
+    assert DEMO_TEXT.count(RETENTION_3) == 1
+    put_agents(client, acd_headers, {"biller": agent({"billing": 4})})
+    waiting = route(client, acd_headers, contact("c-cancel", inquiry_type="cancellation"))
+    assert (waiting["outcome"], waiting["rule"], waiting["rules_version"]) == (
+        "queued",
+        "cancellation",
+        1,
+    )
+
+    typo = DEMO_TEXT.replace(RETENTION_3, "skills: {retenton: 3}")
+    refused = client.put("/v1/rules", content=typo, headers={**admin_headers, **YAML})
+    assert refused.status_code == 422
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert client.get("/v1/rules", headers=admin_headers).json()["version"] == 1
+    assert client.get("/v1/rules/versions", headers=admin_headers).json()["total"] == 1
+    assert status_of(client, acd_headers, "c-cancel") == ("queued", None)
+    assert client.get("/v1/queue", headers=acd_headers).json()["waiting"] == 1
+
+    # The retention desk is closed today: billing agents take cancellations.
+    relaxed = DEMO_TEXT.replace(RETENTION_3, "skills: {billing: 3}")
+    applied = client.put("/v1/rules", content=relaxed, headers={**admin_headers, **YAML})
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["version"] == 2
+
+    assert status_of(client, acd_headers, "c-cancel") == ("reserved", "biller")
+    assert client.get("/v1/queue", headers=acd_headers).json()["waiting"] == 0
+    explained = client.get("/v1/contacts/c-cancel/explain", headers=acd_headers).json()
+    assert (explained["rule"], explained["rules_version"], explained["chosen_agent_id"]) == (
+        "cancellation",
+        2,
+        "biller",
+    )
+    assert explained["requirements"]["skills"] == {"billing": 3}
+    assert [(d["outcome"], d["trigger"], d["rules_version"]) for d in explained["decisions"]] == [
+        ("queued", "route", 1),
+        ("assigned", "rules_change", 2),
+    ]
+
+
+def test_hot_reload_activates_a_valid_file_edit_and_keeps_the_last_good_version_on_a_broken_one(
+    tmp_path: Path, admin_headers: dict[str, str]
+) -> None:
+    # Real clock and the real timer and file watcher: no fake_clock here.
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    rules_file = rules_dir / "rules.yaml"
+    rules_file.write_text(DEMO_TEXT, encoding="utf-8")
+    settings = make_settings(tmp_path, rules_file=rules_file, dispatch_interval_seconds=0.2)
+    edited = DEMO_TEXT.replace("name: demo contact center", "name: demo contact center (v2)")
+    assert edited != DEMO_TEXT
+
+    with serve(settings, run_background=True) as client:
+
+        def active() -> dict:
+            return dict(client.get("/v1/rules", headers=admin_headers).json())
+
+        assert active()["version"] == 1
+        rejected_before = metric_value(
+            client, "skillroute_rules_reloads_total", result="rejected"
+        )
+
+        def edit_picked_up() -> bool:
+            # Rewriting the same edit is harmless (an unchanged source is skipped), and covers
+            # a watcher that was not yet watching when the first write landed.
+            replace_file(rules_file, edited, tmp_path / "staging")
+            return wait_until(lambda: active()["version"] == 2, timeout=2.5)
+
+        assert wait_until(edit_picked_up, timeout=10, step=0)
+        assert (active()["source"], active()["origin"]) == (edited, "file")
+
+        replace_file(rules_file, "rules: [unclosed\n", tmp_path / "staging")
+        assert wait_until(
+            lambda: metric_value(client, "skillroute_rules_reloads_total", result="rejected")
+            > rejected_before,
+            timeout=10,
+        )
+        time.sleep(2)
+        assert (active()["version"], active()["source"]) == (2, edited)
+        assert client.get("/v1/rules/versions", headers=admin_headers).json()["total"] == 2
+        assert (
+            metric_value(client, "skillroute_rules_reloads_total", result="rejected")
+            == rejected_before + 1
+        )
+
+
+# ---- restart -------------------------------------------------------------------------------
+def test_after_a_restart_queued_reserved_and_connected_contacts_carry_on_where_they_were(
+    tmp_path: Path, acd_headers: dict[str, str], fake_clock: FakeClock
+) -> None:
+    settings = make_settings(tmp_path)
+    with serve(settings) as before:
+        put_agents(
+            before,
+            acd_headers,
+            {
+                "talker": agent({"billing": 5}),
+                "offered": agent({"billing": 4}),
+                "resting": agent({"billing": 3}, status="break"),
+            },
+        )
+        done = route(before, acd_headers, contact("c-done"))
+        before.post(
+            f"/v1/reservations/{done['reservation']['reservation_id']}/accept", headers=acd_headers
+        )
+        assert before.post("/v1/contacts/c-done/complete", headers=acd_headers).status_code == 200
+        connected = route(before, acd_headers, contact("c-connected"))
+        assert connected["agent_id"] == "talker"
+        accepted = before.post(
+            f"/v1/reservations/{connected['reservation']['reservation_id']}/accept",
+            headers=acd_headers,
+        )
+        assert accepted.json()["contact_status"] == "connected"
+        reserved = route(before, acd_headers, contact("c-reserved"))
+        assert reserved["agent_id"] == "offered"
+        queued = route(before, acd_headers, contact("c-queued"))
+        assert queued["outcome"] == "queued"
+
+    with serve(settings) as after:
+        agents = {
+            a["agent_id"]: (a["status"], a["load"], a["free"])
+            for a in after.get("/v1/agents", headers=acd_headers).json()["items"]
+        }
+        assert agents == {
+            "talker": ("available", {"voice": 1}, {"voice": 0}),
+            "offered": ("available", {"voice": 1}, {"voice": 0}),
+            "resting": ("break", {}, {"voice": 0}),
+        }
+        assert [
+            i["contact_id"] for i in after.get("/v1/queue", headers=acd_headers).json()["items"]
+        ] == ["c-queued"]
+        assert status_of(after, acd_headers, "c-connected") == ("connected", "talker")
+        assert status_of(after, acd_headers, "c-reserved") == ("reserved", "offered")
+
+        # The ACD retries calls it is unsure about: the first decisions are replayed.
+        for body, first in ((contact("c-done"), done), (contact("c-connected"), connected)):
+            retry = after.post("/v1/route", json=body, headers=acd_headers)
+            assert (retry.status_code, retry.headers.get("Idempotent-Replay")) == (200, "true")
+            assert retry.json() == first
+
+        rid = reserved["reservation"]["reservation_id"]
+        accept = after.post(f"/v1/reservations/{rid}/accept", headers=acd_headers)
+        assert accept.status_code == 200
+        assert (accept.json()["agent_id"], accept.json()["contact_status"]) == (
+            "offered",
+            "connected",
+        )
+
+        back = after.post(
+            "/v1/agents/resting/status", json={"status": "available"}, headers=acd_headers
+        )
+        assert back.status_code == 200
+        assert status_of(after, acd_headers, "c-queued") == ("reserved", "resting")
+
+        # The connected contact still holds talker's only slot: a newcomer waits for it.
+        late = route(after, acd_headers, contact("c-late"))
+        assert late["outcome"] == "queued"
+        assert after.post("/v1/contacts/c-connected/complete", headers=acd_headers).json()[
+            "status"
+        ] == ("completed")
+        assert status_of(after, acd_headers, "c-late") == ("reserved", "talker")
+
+
+# ---- solve deadline ------------------------------------------------------------------------
+def _star_and_steady_come_back(client: TestClient, headers: dict[str, str]) -> dict:
+    """Two waiting contacts; two agents return from break together (one dispatch)."""
+    put_agents(
+        client,
+        headers,
+        {
+            "star": agent({"billing": 5, "retention": 4}, status="break"),
+            "steady": agent({"billing": 2}, status="break"),
+        },
+    )
+    route(client, headers, contact("c-billing", inquiry_type="billing"))
+    route(client, headers, contact("c-cancel", inquiry_type="cancellation"))
+    response = client.post(
+        "/v1/agents/status",
+        headers=headers,
+        json={
+            "changes": [
+                {"agent_id": "star", "status": "available"},
+                {"agent_id": "steady", "status": "available"},
+            ]
+        },
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_a_solve_past_its_deadline_falls_back_to_greedy_and_never_overfills_an_agent(
+    tmp_path: Path, acd_headers: dict[str, str], fake_clock: FakeClock
+) -> None:
+    settings = make_settings(
+        tmp_path, solve_inline_max_arcs=0, solve_time_limit_seconds=0.000001
+    )
+    with serve(settings) as client:
+        fallbacks = metric_value(client, "skillroute_solve_fallbacks_total")
+        assert _star_and_steady_come_back(client, acd_headers) == {"updated": 2, "assigned": 1}
+        assert metric_value(client, "skillroute_solve_fallbacks_total") == fallbacks + 1
+        # Greedy serves contacts in arrival order: billing takes star, the best billing agent,
+        # and the cancellation, which only star can take, keeps waiting.
+        assert status_of(client, acd_headers, "c-billing") == ("reserved", "star")
+        assert status_of(client, acd_headers, "c-cancel") == ("queued", None)
+        explained = client.get("/v1/contacts/c-billing/explain", headers=acd_headers).json()
+        assert explained["method"] == "greedy"
+        loads = {
+            a["agent_id"]: a["load"]
+            for a in client.get("/v1/agents", headers=acd_headers).json()["items"]
+        }
+        assert loads == {"star": {"voice": 1}, "steady": {}}
+
+
+def test_a_large_solve_in_the_worker_process_returns_the_score_maximising_assignment(
+    tmp_path: Path, acd_headers: dict[str, str], fake_clock: FakeClock
+) -> None:
+    settings = make_settings(tmp_path, solve_inline_max_arcs=0, solve_time_limit_seconds=60)
+    with serve(settings) as client:
+        fallbacks = metric_value(client, "skillroute_solve_fallbacks_total")
+        assert _star_and_steady_come_back(client, acd_headers) == {"updated": 2, "assigned": 2}
+        assert status_of(client, acd_headers, "c-billing") == ("reserved", "steady")
+        assert status_of(client, acd_headers, "c-cancel") == ("reserved", "star")
+        explained = client.get("/v1/contacts/c-cancel/explain", headers=acd_headers).json()
+        assert explained["method"] == "mcf"
+        assert metric_value(client, "skillroute_solve_fallbacks_total") == fallbacks
+
+
+# ---- metrics, readiness, request ids -------------------------------------------------------
+def test_metrics_count_decisions_queue_length_and_dispatch_time(
+    client: TestClient, acd_headers: dict[str, str], fake_clock: FakeClock
+) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return metric_value(client, name, **labels)
+
+    assigned = sample("skillroute_decisions_total", outcome="assigned", trigger="route")
+    queued = sample("skillroute_decisions_total", outcome="queued", trigger="route")
+    solves = sample("skillroute_dispatch_solve_seconds_count", method="argmax")
+
+    put_agents(client, acd_headers, {f"b{i}": agent({"billing": 3}) for i in range(3)})
+    outcomes = [route(client, acd_headers, contact(f"c{i}"))["outcome"] for i in range(5)]
+    assert outcomes == ["assigned"] * 3 + ["queued"] * 2
+    tick(client)
+
+    assert sample("skillroute_decisions_total", outcome="assigned", trigger="route") == (
+        assigned + 3
+    )
+    assert sample("skillroute_decisions_total", outcome="queued", trigger="route") == queued + 2
+    assert sample("skillroute_queue_length", channel="voice") == 2
+    assert sample("skillroute_queue_length", channel="chat") == 0
+    # One solve per routed contact that found free capacity; a full house skips the solve.
+    assert sample("skillroute_dispatch_solve_seconds_count", method="argmax") == solves + 3
+    text = client.get("/metrics").text
+    assert 'skillroute_dispatch_solve_seconds_bucket{le="+Inf",method="argmax"}' in text
+
+
+def test_readyz_is_ok_when_database_writer_and_rules_are(client: TestClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "writer": "ok", "rules": "version 1"},
+    }
+
+
+def test_readyz_is_503_when_the_database_cannot_be_reached(
+    client: TestClient, tmp_path: Path
+) -> None:
+    state = client.app.state  # type: ignore[attr-defined]
+    good = state.engine
+    unreachable = make_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'skillroute.db'}")
+    state.engine = unreachable
+    try:
+        response = client.get("/readyz")
+    finally:
+        state.engine = good
+        unreachable.dispose()
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "not ready",
+        "checks": {"database": "error: OperationalError", "writer": "ok", "rules": "version 1"},
+    }
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_is_503_while_the_writer_cannot_persist_and_ready_again_once_it_has(
+    client: TestClient, acd_headers: dict[str, str], tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    db = sqlite3.connect(tmp_path / "skillroute.db")
+    try:
+        # The database answers, but refuses the writer's inserts.
+        db.execute("ALTER TABLE decisions RENAME TO decisions_away")
+        db.commit()
+        route(client, acd_headers, contact("c-unsaved"))
+
+        def readiness() -> tuple[int, dict]:
+            response = client.get("/readyz")
+            return response.status_code, response.json()["checks"]
+
+        assert wait_until(lambda: readiness()[0] == 503, timeout=5)
+        code, checks = readiness()
+        assert (checks["database"], checks["rules"]) == ("ok", "version 1")
+        assert checks["writer"].startswith("error: OperationalError")
+        assert "no such table: decisions" in checks["writer"]
+
+        db.execute("ALTER TABLE decisions_away RENAME TO decisions")
+        db.commit()
+    finally:
+        db.close()
+    assert wait_until(lambda: readiness()[0] == 200, timeout=10)
+    # The decision queued while the database refused it was kept and written.
+    explained = client.get("/v1/contacts/c-unsaved/explain", headers=acd_headers).json()
+    assert [d["outcome"] for d in explained["decisions"]] == ["queued"]
+
+
+def test_a_request_id_sent_by_the_caller_is_echoed_back(
+    client: TestClient, acd_headers: dict[str, str]
+) -> None:
+    ok = client.get("/v1/queue", headers={**acd_headers, "X-Request-ID": "acd-7f3a-0001"})
+    assert ok.headers["x-request-id"] == "acd-7f3a-0001"
+    refused = client.get("/v1/queue", headers={"X-Request-ID": "acd-7f3a-0002"})
+    assert (refused.status_code, refused.headers["x-request-id"]) == (401, "acd-7f3a-0002")
+
+
+def test_a_request_without_an_id_gets_a_fresh_one(client: TestClient) -> None:
+    first = client.get("/healthz").headers["x-request-id"]
+    second = client.get("/healthz").headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first)
+    assert re.fullmatch(r"[0-9a-f]{32}", second)
+    assert first != second
