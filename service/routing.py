@@ -140,6 +140,9 @@ class RoutingService:
         placement = await self.dispatcher.place_new(rules, entry, now=now)
         if placement is not None:
             decision = self._placed(rules, contact, placement, trigger="route", now=now)
+        elif contact.first_decision:
+            # A full dispatch queued ahead of this call for the channel placed it (see _apply).
+            decision = contact.first_decision
         else:
             decision = await self._queued(rules, contact, now)
         contact.first_decision = decision
@@ -236,7 +239,11 @@ class RoutingService:
             contact = self._contacts.get(contact_id)
             if contact is None:
                 continue
-            self._placed(rules, contact, placement, trigger=trigger, now=now)
+            decision = self._placed(rules, contact, placement, trigger=trigger, now=now)
+            if not contact.first_decision:
+                # Its route call still waits for the channel: this placement is the decision
+                # that call returns and a retry replays (never an empty one, never "queued").
+                contact.first_decision = decision
             self.writer.put_contact(contact.to_row())
             placed += 1
         return placed

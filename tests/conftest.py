@@ -114,19 +114,35 @@ def billing_headers() -> dict[str, str]:
 def contact(contact_id: str, **fields: Any) -> dict[str, Any]:
     """A route request body with sensible defaults."""
     body: dict[str, Any] = {
-        "contact_id": contact_id, "customer_id": f"cust-{contact_id}", "channel": "voice",
-        "segment": "consumer", "inquiry_type": "billing", "journey_stage": "established",
-        "language": "en", "attributes": {},
+        "contact_id": contact_id,
+        "customer_id": f"cust-{contact_id}",
+        "channel": "voice",
+        "segment": "consumer",
+        "inquiry_type": "billing",
+        "journey_stage": "established",
+        "language": "en",
+        "attributes": {},
     }
     body.update(fields)
     return body
 
 
-def agent(skills: dict[str, int], *, status: str = "available", languages: list[str] | None = None,
-          capacity: dict[str, int] | None = None, name: str = "Agent") -> dict[str, Any]:
+def agent(
+    skills: dict[str, int],
+    *,
+    status: str = "available",
+    languages: list[str] | None = None,
+    capacity: dict[str, int] | None = None,
+    name: str = "Agent",
+) -> dict[str, Any]:
     """An agent profile body."""
-    return {"name": name, "skills": skills, "languages": languages or ["en"],
-            "capacity": capacity or {"voice": 1}, "status": status}
+    return {
+        "name": name,
+        "skills": skills,
+        "languages": languages or ["en"],
+        "capacity": capacity or {"voice": 1},
+        "status": status,
+    }
 
 
 def tick(client: TestClient) -> None:
@@ -195,9 +211,11 @@ def _redis_ping(url: str, timeout: float = 3.0) -> None:
         raise ValueError(f"not a redis:// or rediss:// URL: {parts.scheme}://…")
     commands: list[list[str]] = []
     if parts.password is not None:
-        auth = [unquote(parts.username), unquote(parts.password)] if parts.username else [
-            unquote(parts.password)
-        ]
+        auth = (
+            [unquote(parts.username), unquote(parts.password)]
+            if parts.username
+            else [unquote(parts.password)]
+        )
         commands.append(["AUTH", *auth])
     commands.append(["PING"])
     payload = b"".join(
@@ -255,5 +273,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say which integration tests were skipped when that fails a CI run."""
     if IN_CI and _skipped_integration:
         terminalreporter.section("integration tests skipped under CI=true", red=True)
+        terminalreporter.line("CI must run them against real services: this run fails.")
         for nodeid in _skipped_integration:
             terminalreporter.line(nodeid)

@@ -3,17 +3,25 @@ solve deadlines, metrics, readiness and request ids."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import sqlite3
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import httpx
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
+from service.app import create_app
+from service.contacts import ContactState
 from service.settings import DEMO_RULES
-from service.storage.db import make_engine
+from service.storage.db import make_engine, upgrade
+from service.storage.writer import BatchWriter
 from tests.conftest import (
     FakeClock,
     agent,
@@ -81,6 +89,7 @@ def test_new_rules_reroute_a_waiting_contact_at_once_and_invalid_rules_change_no
     assert client.get("/v1/queue", headers=acd_headers).json()["waiting"] == 1
 
     # The retention desk is closed today: billing agents take cancellations.
+    fake_clock.advance(30)
     relaxed = DEMO_TEXT.replace(RETENTION_3, "skills: {billing: 3}")
     applied = client.put("/v1/rules", content=relaxed, headers={**admin_headers, **YAML})
     assert applied.status_code == 200, applied.text
@@ -119,9 +128,7 @@ def test_hot_reload_activates_a_valid_file_edit_and_keeps_the_last_good_version_
             return dict(client.get("/v1/rules", headers=admin_headers).json())
 
         assert active()["version"] == 1
-        rejected_before = metric_value(
-            client, "skillroute_rules_reloads_total", result="rejected"
-        )
+        rejected_before = metric_value(client, "skillroute_rules_reloads_total", result="rejected")
 
         def edit_picked_up() -> bool:
             # Rewriting the same edit is harmless (an unchanged source is skipped), and covers
@@ -134,8 +141,10 @@ def test_hot_reload_activates_a_valid_file_edit_and_keeps_the_last_good_version_
 
         replace_file(rules_file, "rules: [unclosed\n", tmp_path / "staging")
         assert wait_until(
-            lambda: metric_value(client, "skillroute_rules_reloads_total", result="rejected")
-            > rejected_before,
+            lambda: (
+                metric_value(client, "skillroute_rules_reloads_total", result="rejected")
+                > rejected_before
+            ),
             timeout=10,
         )
         time.sleep(2)
@@ -151,7 +160,8 @@ def test_hot_reload_activates_a_valid_file_edit_and_keeps_the_last_good_version_
 def test_after_a_restart_queued_reserved_and_connected_contacts_carry_on_where_they_were(
     tmp_path: Path, acd_headers: dict[str, str], fake_clock: FakeClock
 ) -> None:
-    settings = make_settings(tmp_path)
+    # A long flush interval: what reaches the database is what shutdown flushes.
+    settings = make_settings(tmp_path, write_flush_interval_seconds=5)
     with serve(settings) as before:
         put_agents(
             before,
@@ -224,6 +234,146 @@ def test_after_a_restart_queued_reserved_and_connected_contacts_carry_on_where_t
         assert status_of(after, acd_headers, "c-late") == ("reserved", "talker")
 
 
+# ---- concurrency -------------------------------------------------------------------------
+async def _until(condition: Callable[[], Awaitable[bool]]) -> None:
+    for _ in range(5000):  # 5 s at most: the interleaving this test needs must happen
+        if await condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the interleaving this test needs never happened")
+
+
+async def test_a_newcomer_placed_by_a_dispatch_it_waited_behind_is_told_its_reservation(
+    tmp_path: Path, acd_headers: dict[str, str], fake_clock: FakeClock
+) -> None:
+    # A route call waits for its channel while another dispatch (a large solve, say) holds it,
+    # and a full dispatch queued earlier places the newcomer. The ACD must get that
+    # reservation as the route decision, and a retry must replay it.
+    settings = make_settings(tmp_path, write_flush_interval_seconds=5)
+    app = create_app(settings, run_background=False)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://skillroute") as acd,
+    ):
+        acd.headers.update(acd_headers)
+        await acd.put("/v1/agents/biller", json=agent({"billing": 3}, status="break"))
+        waiting = await acd.post("/v1/route", json=contact("c-cancel", inquiry_type="cancellation"))
+        assert waiting.json()["outcome"] == "queued"
+        state = app.state.state
+
+        async def biller_is_back() -> bool:
+            found = await state.get_agent("biller")
+            return found is not None and found.status == "available"
+
+        async def newcomer_is_waiting() -> bool:
+            return any(e.contact_id == "c-new" for e in await state.waiting())
+
+        async with app.state.dispatcher._locks["voice"]:  # a long dispatch holds the channel
+            back = asyncio.create_task(
+                acd.post("/v1/agents/biller/status", json={"status": "available"})
+            )
+            await _until(biller_is_back)  # its full dispatch now waits for the channel
+            routed = asyncio.create_task(acd.post("/v1/route", json=contact("c-new")))
+            await _until(newcomer_is_waiting)  # and so does the newcomer's route call
+        assert (await back).status_code == 200
+        decision = (await routed).json()
+
+        now = (await acd.get("/v1/contacts/c-new")).json()
+        assert (now["status"], now["agent_id"]) == ("reserved", "biller")
+        assert (decision["outcome"], decision["agent_id"]) == ("assigned", "biller")
+        assert decision["reservation"]["reservation_id"] == now["reservation_id"]
+        retry = await acd.post("/v1/route", json=contact("c-new"))
+        assert (retry.status_code, retry.json()) == (200, decision)
+        explained = (await acd.get("/v1/contacts/c-new/explain")).json()
+        assert [(d["outcome"], d["trigger"]) for d in explained["decisions"]] == [
+            ("assigned", "status")
+        ]
+
+    db = sqlite3.connect(tmp_path / "skillroute.db")
+    try:
+        stored = db.execute("SELECT first_decision FROM contacts WHERE contact_id = 'c-new'")
+        assert [json.loads(row[0]) for row in stored] == [decision]
+    finally:
+        db.close()
+
+
+# ---- persistence ---------------------------------------------------------------------------
+def _contact_row(status: str) -> dict:
+    return ContactState(
+        contact_id="c-1",
+        customer_id="cust-1",
+        channel="voice",
+        request=contact("c-1"),
+        request_hash="0" * 64,
+        status=status,  # type: ignore[arg-type]
+        rule="billing",
+        stage=0,
+        priority=50,
+        first_decision={"outcome": "queued"},
+        created_at=1_800_000_000.0,
+        updated_at=1_800_000_000.0,
+    ).to_row()
+
+
+def _decision_row(decision_id: str) -> dict:
+    return {
+        "decision_id": decision_id,
+        "contact_id": "c-1",
+        "at": 1_800_000_000.0,
+        "outcome": "queued",
+        "trigger": "route",
+        "agent_id": None,
+        "reservation_id": None,
+        "rule": "billing",
+        "stage": "base",
+        "rules_version": 1,
+        "method": "none",
+        "explanation": {},
+    }
+
+
+def test_a_flush_during_a_slow_background_commit_stores_everything_in_order(
+    tmp_path: Path,
+) -> None:
+    # Explain flushes before it reads. When the background flush is mid-commit, that flush
+    # must wait for it: else the read misses rows, and the older contact state, committed
+    # last, overwrites the newer one (after a restart the contact would be back in the queue).
+    url = f"sqlite:///{tmp_path / 'writer.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    in_flight = threading.Event()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _busy_database(*_args: object) -> None:
+        if threading.current_thread().name == "skillroute-writer" and not in_flight.is_set():
+            in_flight.set()
+            time.sleep(0.3)
+
+    def stored() -> tuple[list, list]:
+        with engine.connect() as connection:
+            contacts = connection.exec_driver_sql("SELECT status FROM contacts").all()
+            decisions = connection.exec_driver_sql(
+                "SELECT decision_id FROM decisions ORDER BY decision_id"
+            ).all()
+        return [tuple(r) for r in contacts], [tuple(r) for r in decisions]
+
+    writer = BatchWriter(engine, flush_interval=0.01, batch_max=1000)
+    writer.start()
+    try:
+        writer.put_contact(_contact_row("queued"))
+        writer.put_decision(_decision_row("d-1"))
+        assert in_flight.wait(5)
+        writer.put_contact(_contact_row("reserved"))
+        writer.put_decision(_decision_row("d-2"))
+        assert writer.flush()
+        assert stored() == ([("reserved",)], [("d-1",), ("d-2",)])
+    finally:
+        writer.stop()
+    assert stored() == ([("reserved",)], [("d-1",), ("d-2",)])
+    engine.dispose()
+
+
 # ---- solve deadline ------------------------------------------------------------------------
 def _star_and_steady_come_back(client: TestClient, headers: dict[str, str]) -> dict:
     """Two waiting contacts; two agents return from break together (one dispatch)."""
@@ -254,9 +404,7 @@ def _star_and_steady_come_back(client: TestClient, headers: dict[str, str]) -> d
 def test_a_solve_past_its_deadline_falls_back_to_greedy_and_never_overfills_an_agent(
     tmp_path: Path, acd_headers: dict[str, str], fake_clock: FakeClock
 ) -> None:
-    settings = make_settings(
-        tmp_path, solve_inline_max_arcs=0, solve_time_limit_seconds=0.000001
-    )
+    settings = make_settings(tmp_path, solve_inline_max_arcs=0, solve_time_limit_seconds=0.000001)
     with serve(settings) as client:
         fallbacks = metric_value(client, "skillroute_solve_fallbacks_total")
         assert _star_and_steady_come_back(client, acd_headers) == {"updated": 2, "assigned": 1}
@@ -348,26 +496,24 @@ def test_readyz_is_503_when_the_database_cannot_be_reached(
 def test_readyz_is_503_while_the_writer_cannot_persist_and_ready_again_once_it_has(
     client: TestClient, acd_headers: dict[str, str], tmp_path: Path, fake_clock: FakeClock
 ) -> None:
+    def readiness() -> tuple[int, dict]:
+        response = client.get("/readyz")
+        return response.status_code, response.json()["checks"]
+
     db = sqlite3.connect(tmp_path / "skillroute.db")
     try:
         # The database answers, but refuses the writer's inserts.
         db.execute("ALTER TABLE decisions RENAME TO decisions_away")
         db.commit()
         route(client, acd_headers, contact("c-unsaved"))
-
-        def readiness() -> tuple[int, dict]:
-            response = client.get("/readyz")
-            return response.status_code, response.json()["checks"]
-
         assert wait_until(lambda: readiness()[0] == 503, timeout=5)
         code, checks = readiness()
-        assert (checks["database"], checks["rules"]) == ("ok", "version 1")
+        assert (code, checks["database"], checks["rules"]) == (503, "ok", "version 1")
         assert checks["writer"].startswith("error: OperationalError")
         assert "no such table: decisions" in checks["writer"]
-
+    finally:
         db.execute("ALTER TABLE decisions_away RENAME TO decisions")
         db.commit()
-    finally:
         db.close()
     assert wait_until(lambda: readiness()[0] == 200, timeout=10)
     # The decision queued while the database refused it was kept and written.

@@ -38,6 +38,9 @@ class BatchWriter:
         self._interval = flush_interval
         self._batch_max = batch_max
         self._lock = threading.Lock()
+        # One flush at a time: a flush that overtook one still committing (explain flushes
+        # before it reads) would miss its rows and let its older contact states win.
+        self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._contacts: dict[str, dict[str, Any]] = {}
@@ -99,6 +102,10 @@ class BatchWriter:
 
     def flush(self) -> bool:
         """Commit everything queued in one transaction; False (rows kept) on failure."""
+        with self._flush_lock:
+            return self._flush()
+
+    def _flush(self) -> bool:
         with self._lock:
             contacts, self._contacts = self._contacts, {}
             decisions, self._decisions = self._decisions, []
