@@ -12,10 +12,11 @@ from sqlmodel import Session, select
 
 from service import clock
 from service.models import AgentIn, AgentOut, AgentStatusName
-from service.problems import InvalidInput, NotFound
+from service.problems import NotFound
 from service.routing import RoutingService
 from service.state.records import AgentRecord
 from service.storage.tables import AgentRow
+from service.vocabulary import check_agent
 
 
 class AgentDesk:
@@ -28,7 +29,7 @@ class AgentDesk:
 
     async def put(self, agent_id: str, body: AgentIn) -> tuple[AgentOut, bool]:
         """Create or replace an agent; returns the agent and whether it was created."""
-        self._check_vocabulary(body)
+        check_agent(self._routing.rules.compiled, body)
         now = clock.now()
         previous = await self._state.get_agent(agent_id)
         status_since = previous.status_since if previous and previous.status == body.status else now
@@ -46,28 +47,6 @@ class AgentDesk:
         if record.status == "available":
             await self._routing.dispatch_channels(record.capacity, trigger="agent_update")
         return await self.get(agent_id), previous is None
-
-    def _check_vocabulary(self, body: AgentIn) -> None:
-        vocab = self._routing.rules.compiled.ruleset.vocabularies
-        errors = []
-        for field, noun, values, known in (
-            ("skills", "skill", list(body.skills), vocab.skills),
-            ("languages", "language", body.languages, vocab.languages),
-            ("capacity", "channel", list(body.capacity), vocab.channels),
-        ):
-            for index, value in enumerate(values):
-                if value not in known:
-                    # Named as pydantic names them: dict entries by key, list items by index.
-                    where = f"{field}.{index}" if field == "languages" else f"{field}.{value}"
-                    errors.append(
-                        {
-                            "field": where,
-                            "type": "unknown_name",
-                            "message": f"unknown {noun} {value!r}; known: {', '.join(known)}",
-                        }
-                    )
-        if errors:
-            raise InvalidInput(errors[0]["message"], errors=errors)
 
     def _save(self, records: Sequence[AgentRecord], now: float) -> None:
         with Session(self._engine) as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -75,3 +76,53 @@ class ContactState:
 
 
 _ROW_FIELDS = tuple(f.name for f in fields(ContactState) if f.name not in ("stage_name", "entry"))
+
+
+class ContactBook:
+    """The contacts this process holds in memory, and which others live only in the database.
+
+    Active contacts and recently ended ones (for `memory_seconds`) are held here. Ids of contacts
+    that ended longer ago, or before this process started, are remembered for the idempotency
+    window so that only a retry of one of those costs a database read; a new contact costs none.
+    """
+
+    def __init__(self, *, memory_seconds: float, idempotency_window_seconds: float) -> None:
+        self._live: dict[str, ContactState] = {}
+        self._stored_only: dict[str, float] = {}  # contact_id -> created_at
+        self._ended: deque[tuple[float, str]] = deque()  # (ended_at, contact_id), in order
+        self._memory = memory_seconds
+        self._window = idempotency_window_seconds
+        self._next_prune = 0.0
+
+    def get(self, contact_id: str) -> ContactState | None:
+        """A contact held in memory."""
+        return self._live.get(contact_id)
+
+    def add(self, contact: ContactState) -> None:
+        """Hold a contact (new, or restored after a start)."""
+        self._live[contact.contact_id] = contact
+
+    def stored_only(self, contact_id: str) -> bool:
+        """Whether the contact exists only in the database (a read is needed to see it)."""
+        return contact_id in self._stored_only
+
+    def remember_stored(self, ids: dict[str, float]) -> None:
+        """Ids (with creation time) of ended contacts found in the database at start."""
+        self._stored_only.update(ids)
+
+    def ended(self, contact: ContactState, now: float) -> None:
+        """A contact completed or was abandoned: forget it from memory later."""
+        self._ended.append((now, contact.contact_id))
+
+    def evict(self, now: float) -> None:
+        """Drop contacts ended more than `memory_seconds` ago; prune the id index hourly."""
+        while self._ended and now - self._ended[0][0] > self._memory:
+            contact_id = self._ended.popleft()[1]
+            contact = self._live.get(contact_id)
+            if contact is not None and contact.ended_at is not None:
+                del self._live[contact_id]
+                self._stored_only[contact_id] = contact.created_at
+        if now >= self._next_prune:
+            self._next_prune = now + 3600.0
+            horizon = now - self._window
+            self._stored_only = {cid: at for cid, at in self._stored_only.items() if at >= horizon}

@@ -1,50 +1,39 @@
-"""The contact lifecycle: route, reservation accept/reject/expiry, complete, abandon, explain.
+"""The contact lifecycle: route, reservation accept/reject/expiry, complete, abandon.
 
 Every state change goes to the real-time state first (atomic claims), then to the database
-through the batch writer. A route call with free capacity on its channel runs a dispatch of the
-channel's whole waiting set, so a newcomer never jumps a waiting contact that could take the
-same agent.
+through the batch writer. Every event that frees capacity runs a full dispatch of its channel,
+so a newly routed contact can be placed on its own (see `Dispatcher.place_new`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
 import structlog
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
 
 from routing_rules.compiled import CompiledRules, ContactFacts
-from routing_rules.scoring import ScoreTerms, explain_candidates
 from service import clock, metrics
-from service.contacts import ContactState
-from service.dispatch import (
-    Dispatcher,
-    DispatchResult,
-    Placement,
-    advance_stages,
-    as_waiting_contact,
-    schedule,
-    stage_of_name,
-)
+from service.contacts import ContactBook, ContactState
+from service.decisions import assigned_answer, decision_row, queued_answer
+from service.dispatch import Dispatcher, DispatchResult, Placement, schedule
+from service.explain import explain
 from service.gc_tuning import GcTuner
-from service.ids import new_id
 from service.models import ContactIn
-from service.problems import Conflict, InvalidInput, NotFound
+from service.problems import Conflict, NotFound
+from service.recovery import restore
 from service.rules_store import RulesStore
 from service.state.base import RealtimeState
 from service.state.records import Reservation, WaitingEntry
-from service.storage.tables import ContactRow, DecisionRow
+from service.storage.archive import ContactArchive
 from service.storage.writer import BatchWriter
+from service.vocabulary import check_contact
 
 log = structlog.get_logger(__name__)
-
-ACTIVE = ("queued", "reserved", "connected")
 
 
 class RoutingService:
@@ -68,23 +57,19 @@ class RoutingService:
         self.rules = rules
         self.writer = writer
         self.engine = engine
+        self.archive = ContactArchive(engine, writer)
         self._ttl = reservation_ttl
         self._handle_seconds = default_handle_seconds
-        self._retention = retention_seconds
         self._idempotency_window = idempotency_window_seconds
-        self._contacts: dict[str, ContactState] = {}
-        # Ids of contacts stored in the database but no longer held in memory (ended more
-        # than `retention_seconds` ago, or ended before this process started), with their
-        # creation time. Only these need a database read when a retry comes in, so a new
-        # contact costs no read at all.
-        self._stored_only: dict[str, float] = {}
-        self._ended: deque[tuple[float, str]] = deque()  # (ended_at, contact_id), in order
+        self.contacts = ContactBook(
+            memory_seconds=retention_seconds, idempotency_window_seconds=idempotency_window_seconds
+        )
 
     # ---- route ---------------------------------------------------------------------------
     async def route(self, body: ContactIn, raw: bytes) -> tuple[dict[str, Any], bool]:
         """Route a contact; a retry with the same contact_id replays the first decision."""
         request_hash = hashlib.sha256(raw).hexdigest()
-        existing = self._contacts.get(body.contact_id) or await self._load(body.contact_id)
+        existing = self.contacts.get(body.contact_id) or await self._load(body.contact_id)
         if existing is not None:
             if existing.request_hash != request_hash and existing.request != _request(body):
                 raise Conflict(
@@ -92,7 +77,7 @@ class RoutingService:
                 )
             return existing.first_decision, True
         rules = self.rules.compiled
-        _check_vocabulary(rules, body)
+        check_contact(rules, body)
         now = clock.now()
         facts = ContactFacts(
             body.channel,
@@ -135,7 +120,7 @@ class RoutingService:
             stage_name=rule.stages[stage].name,
             entry=entry,
         )
-        self._contacts[body.contact_id] = contact
+        self.contacts.add(contact)
         await self.state.add_waiting(entry)
         placement = await self.dispatcher.place_new(rules, entry, now=now)
         if placement is not None:
@@ -155,21 +140,21 @@ class RoutingService:
         position = await self.state.position(contact.channel, contact.priority)
         staffed = await self.state.staffed(contact.channel)
         estimate = position * self._handle_seconds / staffed if staffed else None
-        decision = {
-            "contact_id": contact.contact_id,
-            "outcome": "queued",
-            "agent_id": None,
-            "reservation": None,
-            "queue_position": position,
-            "estimated_wait_seconds": None if estimate is None else round(estimate, 1),
-            "rule": contact.rule,
-            "stage": contact.stage_name,
-            "rules_version": rules.version,
-            "explanation": _queued_text(contact, position, staffed),
-        }
-        self._record(contact, rules, "queued", "route", None, [], 0, now, "none")
+        self.writer.put_decision(
+            decision_row(
+                contact,
+                rules,
+                outcome="queued",
+                trigger="route",
+                reservation=None,
+                candidates=[],
+                eligible=0,
+                now=now,
+                method="none",
+            )
+        )
         metrics.decision("queued", "route")
-        return decision
+        return queued_answer(contact, rules, position=position, staffed=staffed, estimate=estimate)
 
     def _placed(
         self,
@@ -189,54 +174,29 @@ class RoutingService:
         contact.stage_name = placement.stage_name
         contact.entry = placement.entry
         contact.updated_at = now
-        self._record(
-            contact,
-            rules,
-            "assigned",
-            trigger,
-            reservation,
-            placement.candidates,
-            placement.eligible_count,
-            now,
-            placement.method,
+        self.writer.put_decision(
+            decision_row(
+                contact,
+                rules,
+                outcome="assigned",
+                trigger=trigger,
+                reservation=reservation,
+                candidates=placement.candidates,
+                eligible=placement.eligible_count,
+                now=now,
+                method=placement.method,
+            )
         )
         metrics.decision("assigned", trigger)
         metrics.wait_seconds(contact.channel, now - contact.created_at)
-        best = placement.candidates[0] if placement.candidates else None
-        return {
-            "contact_id": contact.contact_id,
-            "outcome": "assigned",
-            "agent_id": reservation.agent_id,
-            "reservation": {
-                "reservation_id": reservation.reservation_id,
-                "agent_id": reservation.agent_id,
-                "expires_at": reservation.expires_at,
-                "expires_in_seconds": round(reservation.expires_at - now, 3),
-            },
-            "queue_position": None,
-            "estimated_wait_seconds": None,
-            "rule": contact.rule,
-            "stage": placement.stage_name,
-            "rules_version": rules.version,
-            "explanation": (
-                f"rule {contact.rule}, stage {placement.stage_name}: best of "
-                f"{placement.eligible_count} eligible agent(s)"
-                + (f", score {best.total:.2f}" if best else "")
-                + f" ({placement.method})"
-            ),
-        }
+        return assigned_answer(contact, rules, placement, now=now)
 
-    def _apply(
-        self, rules: CompiledRules, result: DispatchResult, *, trigger: str, skip: str | None = None
-    ) -> int:
-        """Record placements made by a dispatch (other than the routed contact itself)."""
+    def _apply(self, rules: CompiledRules, result: DispatchResult, *, trigger: str) -> int:
+        """Record the placements a dispatch made; how many there were."""
         placed = 0
         now = clock.now()
         for placement in result.placements:
-            contact_id = placement.entry.contact_id
-            if contact_id == skip:
-                continue
-            contact = self._contacts.get(contact_id)
+            contact = self.contacts.get(placement.entry.contact_id)
             if contact is None:
                 continue
             decision = self._placed(rules, contact, placement, trigger=trigger, now=now)
@@ -247,39 +207,6 @@ class RoutingService:
             self.writer.put_contact(contact.to_row())
             placed += 1
         return placed
-
-    def _record(
-        self,
-        contact: ContactState,
-        rules: CompiledRules,
-        outcome: str,
-        trigger: str,
-        reservation: Reservation | None,
-        candidates: list[ScoreTerms],
-        eligible: int,
-        now: float,
-        method: str,
-    ) -> None:
-        self.writer.put_decision(
-            {
-                "decision_id": new_id(),
-                "contact_id": contact.contact_id,
-                "at": now,
-                "outcome": outcome,
-                "trigger": trigger,
-                "agent_id": reservation.agent_id if reservation else None,
-                "reservation_id": reservation.reservation_id if reservation else None,
-                "rule": contact.rule,
-                "stage": contact.stage_name,
-                "rules_version": rules.version,
-                "method": method,
-                "explanation": {
-                    "eligible_count": eligible,
-                    "candidates": [_terms(t) for t in candidates],
-                    "requirements": requirements_of(rules, contact.rule, contact.stage),
-                },
-            }
-        )
 
     # ---- dispatch triggers ---------------------------------------------------------------
     async def dispatch_channels(self, channels: Iterable[str], *, trigger: str) -> int:
@@ -324,7 +251,7 @@ class RoutingService:
                     ),
                 )
             )
-            contact = self._contacts.get(entry.contact_id)
+            contact = self.contacts.get(entry.contact_id)
             if contact is not None:
                 contact.rule, contact.stage, contact.priority = rule.name, stage, rule.priority
                 contact.stage_name = rule.stages[stage].name
@@ -355,19 +282,7 @@ class RoutingService:
             metrics.QUEUE_LENGTH.labels(channel=channel).set(
                 await self.state.waiting_count(channel)
             )
-        self._evict(now)
-
-    def _evict(self, now: float) -> None:
-        old = []
-        while self._ended and now - self._ended[0][0] > self._retention:
-            old.append(self._ended.popleft()[1])
-        for contact_id in old:
-            contact = self._contacts.get(contact_id)
-            if contact is not None and contact.ended_at is not None:
-                self._stored_only[contact_id] = self._contacts.pop(contact_id).created_at
-        horizon = now - self._idempotency_window
-        if len(self._stored_only) > 2 * len(old) + 1000:
-            self._stored_only = {cid: at for cid, at in self._stored_only.items() if at >= horizon}
+        self.contacts.evict(now)
 
     async def run_timer(self, interval: float) -> None:
         """Run `tick` forever every `interval` seconds."""
@@ -390,7 +305,8 @@ class RoutingService:
             raise NotFound(
                 f"reservation {reservation_id} is not open (expired, rejected or unknown)"
             )
-        contact = self._contacts[reservation.contact_id]
+        contact = self.contacts.get(reservation.contact_id)
+        assert contact is not None, "every reserved contact is held in memory"
         contact.status = "connected"
         contact.updated_at = clock.now()
         self.writer.put_contact(contact.to_row())
@@ -414,7 +330,8 @@ class RoutingService:
             return None
         outcome = "expired" if reason == "expired" else "rejected"
         metrics.RESERVATIONS.labels(outcome=outcome).inc()
-        contact = self._contacts[reservation.contact_id]
+        contact = self.contacts.get(reservation.contact_id)
+        assert contact is not None, "every reserved contact is held in memory"
         contact.excluded_agents = sorted({*contact.excluded_agents, reservation.agent_id})
         contact.status, contact.agent_id = "queued", None
         contact.reservation_id = contact.reservation_expires_at = None
@@ -492,66 +409,26 @@ class RoutingService:
         contact.reservation_id = contact.reservation_expires_at = None
         contact.updated_at = contact.ended_at = now
         contact.entry = None
-        self._ended.append((now, contact.contact_id))
+        self.contacts.ended(contact, now)
         self.writer.put_contact(contact.to_row())
 
     # ---- reads ---------------------------------------------------------------------------
     async def get(self, contact_id: str) -> ContactState:
         """A contact by id, from memory or the database."""
-        contact = self._contacts.get(contact_id) or await self._load(contact_id)
+        contact = self.contacts.get(contact_id) or await self._load(contact_id)
         if contact is None:
             raise NotFound(f"contact {contact_id} does not exist")
         return contact
 
     async def _load(self, contact_id: str) -> ContactState | None:
-        if contact_id not in self._stored_only:
+        if not self.contacts.stored_only(contact_id):
             return None
-        with Session(self.engine) as session:
-            row = session.get(ContactRow, contact_id)
+        row = await asyncio.to_thread(self.archive.contact, contact_id)
         return None if row is None else ContactState.from_row(row)
 
     async def explain(self, contact_id: str) -> dict[str, Any]:
-        """Why a contact is where it is: stored decisions, and live candidates if waiting."""
-        contact = await self.get(contact_id)
-        rules = self.rules.compiled
-        decisions = await asyncio.to_thread(self._decisions, contact_id)
-        latest = decisions[-1] if decisions else None
-        candidates: list[dict[str, Any]] = []
-        if contact.status == "queued" and contact.entry is not None:
-            now = clock.now()
-            entry = advance_stages(rules, [contact.entry], now)[0]
-            pool = await self.state.pool(contact.channel, now)
-            waiting = as_waiting_contact(rules, entry, now)
-            candidates = [_terms(t) for t in explain_candidates(rules, pool, waiting)]
-            stage_name, stage = stage_of_name(rules, entry), entry.stage
-        elif latest is not None:
-            candidates = latest["explanation"].get("candidates", [])
-            stage_name, stage = latest["stage"], contact.stage
-        else:
-            stage_name, stage = contact.stage_name, contact.stage
-        return {
-            "contact_id": contact_id,
-            "status": contact.status,
-            "rule": contact.rule,
-            "stage": stage_name,
-            "rules_version": latest["rules_version"] if latest else rules.version,
-            "requirements": requirements_of(rules, contact.rule, stage),
-            "chosen_agent_id": contact.agent_id,
-            "method": latest["method"] if latest else None,
-            "decided_at": latest["at"] if latest else None,
-            "candidates": [_rounded(c) for c in candidates],
-            "decisions": decisions,
-        }
-
-    def _decisions(self, contact_id: str) -> list[dict[str, Any]]:
-        self.writer.flush()
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(DecisionRow)
-                .where(DecisionRow.contact_id == contact_id)
-                .order_by(col(DecisionRow.at))
-            ).all()
-        return [row.model_dump() for row in rows]
+        """Why a contact is where it is (see `service.explain`)."""
+        return await explain(self, contact_id)
 
     async def queue(self) -> list[WaitingEntry]:
         """Every waiting contact, most urgent first."""
@@ -561,159 +438,19 @@ class RoutingService:
     # ---- recovery ------------------------------------------------------------------------
     async def recover(self) -> int:
         """Rebuild waiting set, reservations and agent load from the database after a start."""
-        self._stored_only = await asyncio.to_thread(
-            self._ended_ids, clock.now() - self._idempotency_window
+        self.contacts.remember_stored(
+            await asyncio.to_thread(
+                self.archive.ended_since, clock.now() - self._idempotency_window
+            )
         )
-        rows = await asyncio.to_thread(self._active_rows)
-        rules = self.rules.compiled
-        now = clock.now()
+        rows = await asyncio.to_thread(self.archive.active)
         for row in rows:
             contact = ContactState.from_row(row)
-            rule = rules.rule_named(contact.rule) or rules.rule_for(contact.facts)
-            contact.stage_name = rule.stages[min(contact.stage, len(rule.stages) - 1)].name
-            self._contacts[contact.contact_id] = contact
-            if contact.status == "connected" and contact.agent_id:
-                await self.state.add_load(contact.agent_id, contact.channel)
-                continue
-            entry = schedule(rules, self._entry_for(contact))
-            contact.entry = entry
-            await self.state.add_waiting(entry)
-            if contact.status == "reserved" and contact.reservation_id and contact.agent_id:
-                reservation = Reservation(
-                    contact.reservation_id,
-                    contact.contact_id,
-                    contact.agent_id,
-                    contact.channel,
-                    now,
-                    contact.reservation_expires_at or now,
-                )
-                if not await self.state.claim(entry, reservation):
-                    contact.status, contact.agent_id = "queued", None
-                    contact.reservation_id = contact.reservation_expires_at = None
-                    self.writer.put_contact(contact.to_row())
+            self.contacts.add(contact)
+            if await restore(self.state, self.rules.compiled, contact, self._entry_for(contact)):
+                self.writer.put_contact(contact.to_row())
         return len(rows)
-
-    def _ended_ids(self, since: float) -> dict[str, float]:
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(ContactRow.contact_id, ContactRow.created_at)
-                .where(col(ContactRow.status).not_in(ACTIVE))
-                .where(col(ContactRow.created_at) >= since)
-            ).all()
-        return {contact_id: created_at for contact_id, created_at in rows}
-
-    def _active_rows(self) -> list[ContactRow]:
-        with Session(self.engine) as session:
-            return list(
-                session.exec(
-                    select(ContactRow)
-                    .where(col(ContactRow.status).in_(ACTIVE))
-                    .order_by(col(ContactRow.created_at))
-                ).all()
-            )
 
 
 def _request(body: ContactIn) -> dict[str, Any]:
     return body.model_dump(mode="json")
-
-
-def _terms(t: ScoreTerms) -> dict[str, Any]:
-    return {
-        "agent_id": t.agent_id,
-        "eligible": t.eligible,
-        "reason": t.reason,
-        "priority": t.priority,
-        "wait": t.wait,
-        "skill_fit": t.skill_fit,
-        "preferred": t.preferred,
-        "idle": t.idle,
-        "total": t.total,
-    }
-
-
-def _rounded(candidate: dict[str, Any]) -> dict[str, Any]:
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in candidate.items()}
-
-
-def requirements_of(rules: CompiledRules, rule_name: str, stage: int) -> dict[str, Any]:
-    """The hard requirements and preferences of a rule's stage, by skill name (cached)."""
-    key = (rules.version, rules.checksum, rule_name, stage)
-    cached = _REQUIREMENTS.get(key)
-    if cached is None:
-        if len(_REQUIREMENTS) > 10_000:
-            _REQUIREMENTS.clear()
-        cached = _REQUIREMENTS[key] = _requirements(rules, rule_name, stage)
-    return cached
-
-
-_REQUIREMENTS: dict[tuple[int, str, str, int], dict[str, Any]] = {}
-
-
-def _requirements(rules: CompiledRules, rule_name: str, stage: int) -> dict[str, Any]:
-    rule = rules.rule_named(rule_name) or rules.implicit
-    plan = rule.stages[min(stage, len(rule.stages) - 1)]
-    return {
-        "skills": {
-            rules.skills[s]: int(lv)
-            for s, lv in zip(plan.required_skills, plan.required_levels, strict=True)
-        },
-        "language": plan.language,
-        "preferred": {
-            rules.skills[s]: round(float(w), 4)
-            for s, w in zip(plan.preferred_skills, plan.preferred_weights, strict=True)
-        },
-    }
-
-
-def _queued_text(contact: ContactState, position: int, staffed: int) -> str:
-    if staffed == 0:
-        return (
-            f"rule {contact.rule}, stage {contact.stage_name}: no agent is available on "
-            f"{contact.channel}; position {position}"
-        )
-    return (
-        f"rule {contact.rule}, stage {contact.stage_name}: no eligible agent free now; "
-        f"position {position}"
-    )
-
-
-def _check_vocabulary(rules: CompiledRules, body: ContactIn) -> None:
-    vocab = rules.ruleset.vocabularies
-    errors = []
-    for field, known in (
-        ("channel", vocab.channels),
-        ("segment", vocab.segments),
-        ("inquiry_type", vocab.inquiry_types),
-        ("journey_stage", vocab.journey_stages),
-        ("language", vocab.languages),
-    ):
-        value = getattr(body, field)
-        if value not in known:
-            errors.append(
-                {
-                    "field": field,
-                    "type": "unknown_name",
-                    "message": f"unknown {field} {value!r}; known: {', '.join(known)}",
-                }
-            )
-    for name, kind in vocab.attributes.items():
-        if name not in body.attributes:
-            continue
-        value = body.attributes[name]
-        ok = (
-            isinstance(value, bool)
-            if kind == "boolean"
-            else isinstance(value, int | float) and not isinstance(value, bool)
-            if kind == "number"
-            else isinstance(value, str)
-        )
-        if not ok:
-            errors.append(
-                {
-                    "field": f"attributes.{name}",
-                    "type": "type_mismatch",
-                    "message": f"attribute {name!r} must be a {kind}",
-                }
-            )
-    if errors:
-        raise InvalidInput(errors[0]["message"], errors=errors)

@@ -71,11 +71,6 @@ class BatchWriter:
             if self.pending >= self._batch_max:
                 self._wake.set()
 
-    def pending_contact(self, contact_id: str) -> dict[str, Any] | None:
-        """A contact row still waiting to be written, if any."""
-        with self._lock:
-            return self._contacts.get(contact_id)
-
     def _check_backlog(self) -> None:
         if self.pending >= MAX_PENDING:
             raise WriterBacklogFull(f"{self.pending} rows wait for the database")
