@@ -39,6 +39,9 @@ class AgentPool:
     languages: BoolArray  # (agents, languages)
     free: npt.NDArray[np.int32]  # (agents, channels) free capacity now
     idle_seconds: FloatArray  # (agents,)
+    # Changes whenever skills or languages of any agent change (None: unknown, no caching).
+    # Lets scoring cache which agents a stage's skill and language requirements admit.
+    profile_version: int | None = None
 
     def row(self, agent_id: str) -> int | None:
         """The row of `agent_id` in this pool, if it is in it."""
@@ -102,20 +105,64 @@ def stage_of(rules: CompiledRules, contact: WaitingContact) -> StagePlan:
     return rule.stages[min(contact.stage, len(rule.stages) - 1)]
 
 
+_StaticKey = tuple[str, int, int, int, int, int]
+_STATIC: dict[_StaticKey, tuple[IntArray, FloatArray]] = {}
+
+
+def static_candidates(
+    rules: CompiledRules, pool: AgentPool, contact: WaitingContact
+) -> tuple[IntArray, FloatArray]:
+    """Agents whose skills and languages meet the contact's stage, with their skill value.
+
+    Free capacity and idle time change all the time; skills and languages rarely. This part is
+    cached per rules version, rule, stage, language and agent-profile version, so a route call
+    pays only for filtering by free capacity.
+    """
+    stage = stage_of(rules, contact)
+    key = None
+    if pool.profile_version is not None:
+        key = (
+            rules.checksum,
+            rules.version,
+            contact.rule,
+            contact.stage,
+            contact.language,
+            pool.profile_version,
+        )
+        cached = _STATIC.get(key)
+        if cached is not None:
+            return cached
+    mask = np.ones(pool.size, dtype=np.bool_)
+    if stage.language:
+        mask &= pool.languages[:, contact.language]
+    _require_skills(mask, pool, stage)
+    rows = np.flatnonzero(mask)
+    value = (pool.skills @ stage.score_vector)[rows].astype(np.float64)
+    if key is not None:
+        if len(_STATIC) > 4096:
+            _STATIC.clear()
+        _STATIC[key] = (rows, value)
+    return rows, value
+
+
+def _require_skills(mask: BoolArray, pool: AgentPool, stage: StagePlan) -> None:
+    if stage.required_skills.size > 4:
+        mask &= (pool.skills >= stage.minimum_levels).all(axis=1)
+        return
+    # Column by column: for the usual one or two required skills this is several times
+    # faster than a reduction over the skill axis.
+    for skill, level in zip(
+        stage.required_skills.tolist(), stage.required_levels.tolist(), strict=True
+    ):
+        mask &= pool.skills[:, skill] >= level
+
+
 def eligible_mask(pool: AgentPool, stage: StagePlan, channel: int, language: int) -> BoolArray:
     """Agents with free capacity on the channel that meet every hard requirement of `stage`."""
     mask = pool.free[:, channel] > 0
     if stage.language:
         mask &= pool.languages[:, language]
-    if stage.required_skills.size > 4:
-        mask &= (pool.skills >= stage.minimum_levels).all(axis=1)
-    else:
-        # Column by column: for the usual one or two required skills this is several times
-        # faster than a reduction over the skill axis.
-        for skill, level in zip(
-            stage.required_skills.tolist(), stage.required_levels.tolist(), strict=True
-        ):
-            mask &= pool.skills[:, skill] >= level
+    _require_skills(mask, pool, stage)
     return mask
 
 
@@ -133,17 +180,6 @@ def agent_terms(
     pref = skills @ (stage.preference_vector * (scoring.preferred / MAX_SKILL_LEVEL))
     idle = np.minimum(idle_seconds * (1 / 60.0), scoring.idle_cap_minutes) * scoring.idle
     return fit, pref, idle
-
-
-def _agent_values(
-    pool: AgentPool, stage: StagePlan, scoring: Scoring, rows: IntArray
-) -> FloatArray:
-    """fit + preference + idle of the agents in `rows`, with one matrix product."""
-    idle = np.minimum(pool.idle_seconds[rows] * (1 / 60.0), scoring.idle_cap_minutes)
-    # One product over the whole pool, then the eligible rows: cheaper than copying the rows.
-    skill_value = pool.skills @ stage.score_vector
-    result: FloatArray = skill_value[rows] + idle * scoring.idle
-    return result
 
 
 def contact_terms(contact: WaitingContact, scoring: Scoring) -> tuple[float, float]:
@@ -171,14 +207,15 @@ def build_arcs(
     agent_parts: list[IntArray] = []
     value_parts: list[IntArray] = []
     wait_cap = float(scoring.wait_cap_minutes)
-    for (_, _, language), members in groups.items():
-        stage = stage_of(rules, contacts[members[0]])
-        agents = np.flatnonzero(eligible_mask(pool, stage, channel, language))
+    for members in groups.values():
+        static_rows, skill_value = static_candidates(rules, pool, contacts[members[0]])
+        free = pool.free[static_rows, channel] > 0
+        agents = static_rows[free]
         if agents.size == 0:
             continue
-        agent_value = _agent_values(pool, stage, scoring, agents)
+        idle = np.minimum(pool.idle_seconds[agents] * (1 / 60.0), scoring.idle_cap_minutes)
+        agent_value = skill_value[free] + idle * scoring.idle
         if len(members) == 1:
-            # The route call's case: one contact, no per-member arrays needed.
             only = contacts[members[0]]
             base_one = (
                 BASE
@@ -331,13 +368,13 @@ def rank_for_one(
     The first row is exactly what `assignment.solve` picks for a lone contact (highest integer
     value, lowest row on ties); the rest are the runners-up for the explanation.
     """
-    stage = stage_of(rules, contact)
-    mask = eligible_mask(pool, stage, contact.channel, contact.language)
+    static_rows, skill_value = static_candidates(rules, pool, contact)
+    free = pool.free[static_rows, contact.channel] > 0
     for agent_id in contact.excluded_agents:
         j = pool.row(agent_id)
         if j is not None:
-            mask[j] = False
-    rows = np.flatnonzero(mask)
+            free &= static_rows != j
+    rows = static_rows[free]
     if rows.size == 0:
         return [], 0
     scoring = rules.ruleset.scoring
@@ -346,7 +383,8 @@ def rank_for_one(
         + scoring.priority * contact.priority
         + scoring.wait * min(contact.wait_seconds / 60.0, float(scoring.wait_cap_minutes))
     )
-    values = np.rint((_agent_values(pool, stage, scoring, rows) + base) * SCALE).astype(np.int64)
+    idle = np.minimum(pool.idle_seconds[rows] * (1 / 60.0), scoring.idle_cap_minutes)
+    values = np.rint((skill_value[free] + idle * scoring.idle + base) * SCALE).astype(np.int64)
     best = int(np.argmax(values))
     if rows.size <= limit:
         order = np.lexsort((rows, -values))

@@ -8,6 +8,7 @@ await, so each one is atomic with respect to the others.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -19,6 +20,9 @@ from routing_rules.compiled import CompiledRules
 from routing_rules.scoring import AgentPool
 from service.state.base import RealtimeState
 from service.state.records import AgentRecord, AgentStatus, Reservation, WaitingEntry
+
+# Process-wide, so that two state objects (tests, a rebuilt state) never share a version.
+_PROFILE_VERSIONS = itertools.count(1)
 
 
 class MemoryState(RealtimeState):
@@ -42,12 +46,14 @@ class MemoryState(RealtimeState):
             len(self._rules.languages),
             len(self._rules.channels),
         )
-        self._skills = np.zeros((rows, n_s), dtype=np.float32)  # levels 0-5, exact
-        self._languages = np.zeros((rows, n_l), dtype=np.bool_)
+        # Column-major: dispatch reads whole columns (one skill, one language, one channel).
+        self._skills = np.zeros((rows, n_s), dtype=np.float32, order="F")  # levels 0-5, exact
+        self._languages = np.zeros((rows, n_l), dtype=np.bool_, order="F")
         self._capacity = np.zeros((rows, n_c), dtype=np.int32)
         self._load = np.zeros((rows, n_c), dtype=np.int32)
         # Free capacity as dispatch sees it: capacity - load, and 0 while not available.
-        self._free = np.zeros((rows, n_c), dtype=np.int32)
+        self._free = np.zeros((rows, n_c), dtype=np.int32, order="F")
+        self._profile_version = next(_PROFILE_VERSIONS)
         self._available = np.zeros(rows, dtype=np.bool_)
         self._idle_since = np.zeros(rows, dtype=np.float64)
         self._id_array: npt.NDArray[np.object_] = np.empty(rows, dtype=object)
@@ -78,6 +84,7 @@ class MemoryState(RealtimeState):
 
     def _write_row(self, row: int, agent: AgentRecord) -> None:
         rules = self._rules
+        self._profile_version = next(_PROFILE_VERSIONS)
         self._skills[row] = [agent.skills.get(s, 0) for s in rules.skills]
         self._languages[row] = [lang in agent.languages for lang in rules.languages]
         self._capacity[row] = [agent.capacity.get(c, 0) for c in rules.channels]
@@ -163,6 +170,7 @@ class MemoryState(RealtimeState):
             languages=self._languages[:n],
             free=self._free[:n],
             idle_seconds=now - self._idle_since[:n],
+            profile_version=self._profile_version,
         )
 
     async def free_slots(self, channel: str) -> int:
