@@ -64,6 +64,9 @@ class StagePlan:
     # skill_fit · fit_vector + preferred · preference_vector, over MAX_SKILL_LEVEL: the whole
     # skill part of an agent's score is `skills @ score_vector`.
     score_vector: npt.NDArray[np.float32]
+    # The two weighted parts side by side (skills × 2): `skills @ term_matrix` gives the
+    # skill-fit and preference terms of an explanation in one product.
+    term_matrix: npt.NDArray[np.float64]
 
     def triggered(self, *, wait_seconds: float, stalled_seconds: float) -> bool:
         """Whether this stage starts, given total wait and time without an eligible free agent."""
@@ -321,4 +324,6 @@ def _plan(
         score_vector=(
             (fit * scoring.skill_fit + preference * scoring.preferred) / MAX_SKILL_LEVEL
         ).astype(np.float32),
+        term_matrix=np.stack([fit * scoring.skill_fit, preference * scoring.preferred], axis=1)
+        / MAX_SKILL_LEVEL,
     )

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from routing_rules.compiled import CompiledRules, StagePlan
-from routing_rules.schema import MAX_SKILL_LEVEL, Scoring
+from routing_rules.schema import Scoring
 
 BASE = 100.0
 SCALE = 1000
@@ -176,10 +176,9 @@ def agent_terms(
     """
     skills = pool.skills if rows is None else pool.skills[rows]
     idle_seconds = pool.idle_seconds if rows is None else pool.idle_seconds[rows]
-    fit = skills @ (stage.fit_vector * (scoring.skill_fit / MAX_SKILL_LEVEL))
-    pref = skills @ (stage.preference_vector * (scoring.preferred / MAX_SKILL_LEVEL))
+    terms = skills @ stage.term_matrix
     idle = np.minimum(idle_seconds * (1 / 60.0), scoring.idle_cap_minutes) * scoring.idle
-    return fit, pref, idle
+    return terms[:, 0], terms[:, 1], idle
 
 
 def contact_terms(contact: WaitingContact, scoring: Scoring) -> tuple[float, float]:

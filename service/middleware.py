@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.ids import new_id
 
 log = structlog.get_logger("skillroute.access")
 
@@ -25,7 +26,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        request_id = _header(scope, b"x-request-id") or new_id()
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             await _too_large(send, scope, self.max_body, request_id)

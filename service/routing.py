@@ -89,20 +89,21 @@ class RoutingService:
         )
         rule = rules.rule_for(facts)
         stage = rule.next_stage(0, wait_seconds=0.0, stalled_seconds=0.0)
-        entry = schedule(
-            rules,
-            WaitingEntry(
-                body.contact_id,
-                facts,
-                body.channel,
-                body.language,
-                rule.name,
-                stage,
-                rule.priority,
-                now,
-                now,
-                now,
-            ),
+        next_check = rule.next_check_time(
+            stage, enqueued_at=now, stage_entered_at=now, last_eligible_free_at=now
+        )
+        entry = WaitingEntry(
+            body.contact_id,
+            facts,
+            body.channel,
+            body.language,
+            rule.name,
+            stage,
+            rule.priority,
+            now,
+            now,
+            now,
+            next_check_at=next_check,
         )
         contact = ContactState(
             contact_id=body.contact_id,
