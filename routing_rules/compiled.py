@@ -90,6 +90,10 @@ class CompiledRule:
 
     def matches(self, contact: ContactFacts) -> bool:
         """Whether every condition of the rule's match holds for `contact`."""
+        return self.matches_fields(contact) and self.matches_attributes(contact)
+
+    def matches_fields(self, contact: ContactFacts) -> bool:
+        """Whether the vocabulary fields (segment, inquiry type, ...) match."""
         m = self.match
         for wanted, actual in (
             (m.segment, contact.segment),
@@ -105,7 +109,11 @@ class CompiledRule:
                     return False
             elif actual not in wanted:
                 return False
-        for name, test in m.attributes.items():
+        return True
+
+    def matches_attributes(self, contact: ContactFacts) -> bool:
+        """Whether every attribute test of the match holds."""
+        for name, test in self.match.attributes.items():
             if not attribute_holds(test, contact.attributes.get(name, _MISSING)):
                 return False
         return True
@@ -205,11 +213,42 @@ class CompiledRules:
     implicit: CompiledRule
 
     def rule_for(self, contact: ContactFacts) -> CompiledRule:
-        """The first rule that matches, or the implicit default when none does."""
-        for rule in self.rules:
-            if rule.matches(contact):
+        """The first rule that matches, or the implicit default when none does.
+
+        Which rules can match depends on five vocabulary fields, so the candidates for each
+        combination are listed once (cut after the first one without attribute tests) and
+        only attribute tests run per contact.
+        """
+        key = (
+            contact.segment,
+            contact.inquiry_type,
+            contact.journey_stage,
+            contact.language,
+            contact.channel,
+        )
+        candidates = self._candidates.get(key)
+        if candidates is None:
+            found = []
+            for rule in self.rules:
+                if rule.matches_fields(contact):
+                    found.append(rule)
+                    if not rule.match.attributes:
+                        break
+            candidates = self._candidates[key] = tuple(found)
+        for rule in candidates:
+            if rule.matches_attributes(contact):
                 return rule
         return self.implicit
+
+    @property
+    def _candidates(self) -> dict[tuple[str, ...], tuple[CompiledRule, ...]]:
+        cached: dict[tuple[str, ...], tuple[CompiledRule, ...]] | None = self.__dict__.get(
+            "_candidates_cache"
+        )
+        if cached is None:
+            cached = {}
+            object.__setattr__(self, "_candidates_cache", cached)
+        return cached
 
     def rule_named(self, name: str) -> CompiledRule | None:
         """The compiled rule with this name (the implicit default included)."""

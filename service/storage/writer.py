@@ -14,9 +14,8 @@ import threading
 import time
 from typing import Any
 
+import orjson
 import structlog
-from sqlalchemy import insert
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from service.storage.tables import ContactRow, DecisionRow
@@ -49,6 +48,7 @@ class BatchWriter:
         self.healthy = True
         self.last_error: str | None = None
         self.flushed_rows = 0
+        self._prepare()
 
     @property
     def pending(self) -> int:
@@ -110,9 +110,13 @@ class BatchWriter:
             started = time.perf_counter()
             with self._engine.begin() as connection:
                 if contacts:
-                    connection.execute(self._upsert_contacts(), list(contacts.values()))
+                    connection.exec_driver_sql(
+                        self._contact_sql, [self._contact_params(r) for r in contacts.values()]
+                    )
                 if decisions:
-                    connection.execute(self._insert_decisions(), decisions)
+                    connection.exec_driver_sql(
+                        self._decision_sql, [self._decision_params(r) for r in decisions]
+                    )
             self.flushed_rows += len(contacts) + len(decisions)
             if not self.healthy:
                 log.info("writer.recovered", seconds=round(time.perf_counter() - started, 4))
@@ -127,25 +131,40 @@ class BatchWriter:
             log.error("writer.flush_failed", error=self.last_error, pending=self.pending)
             return False
 
-    def _dialect_insert(self, table: Any) -> Any:
-        name = self._engine.dialect.name
-        if name == "postgresql":
-            return postgresql.insert(table)
-        if name == "sqlite":
-            return sqlite.insert(table)
-        return insert(table)
+    # Rows go to the driver's executemany as tuples: SQLAlchemy's per-row parameter processing
+    # cost ~18 µs a row, on the same GIL as the route hot path; this costs a few.
+    def _prepare(self) -> None:
+        dialect = self._engine.dialect
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        contact_columns = [c.name for c in ContactRow.__table__.columns]  # type: ignore[attr-defined]
+        keep = {"contact_id", "created_at", "first_decision", "request", "request_hash"}
+        updates = ", ".join(f"{c} = excluded.{c}" for c in contact_columns if c not in keep)
+        self._contact_sql = (
+            f"INSERT INTO contacts ({', '.join(contact_columns)}) "
+            f"VALUES ({', '.join([mark] * len(contact_columns))}) "
+            f"ON CONFLICT (contact_id) DO UPDATE SET {updates}"
+        )
+        decision_columns = [c.name for c in DecisionRow.__table__.columns]  # type: ignore[attr-defined]
+        self._decision_sql = (
+            f"INSERT INTO decisions ({', '.join(decision_columns)}) "
+            f"VALUES ({', '.join([mark] * len(decision_columns))}) "
+            "ON CONFLICT (decision_id) DO NOTHING"
+        )
+        self._contact_columns = contact_columns
+        self._decision_columns = decision_columns
+        self._contact_json = {"request", "first_decision", "excluded_agents"}
+        self._decision_json = {"explanation"}
 
-    def _upsert_contacts(self) -> Any:
-        table = ContactRow.__table__  # type: ignore[attr-defined]
-        statement = self._dialect_insert(table)
-        updated = {
-            c.name: statement.excluded[c.name]
-            for c in table.columns
-            if c.name
-            not in ("contact_id", "created_at", "first_decision", "request", "request_hash")
-        }
-        return statement.on_conflict_do_update(index_elements=["contact_id"], set_=updated)
+    def _contact_params(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            _json(row[c]) if c in self._contact_json else row[c] for c in self._contact_columns
+        )
 
-    def _insert_decisions(self) -> Any:
-        statement = self._dialect_insert(DecisionRow.__table__)  # type: ignore[attr-defined]
-        return statement.on_conflict_do_nothing(index_elements=["decision_id"])
+    def _decision_params(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            _json(row[c]) if c in self._decision_json else row[c] for c in self._decision_columns
+        )
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
