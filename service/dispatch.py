@@ -108,10 +108,10 @@ class Dispatcher:
         """Solve and claim for every waiting contact of `channel` (or just `only`).
 
         Every event that frees capacity (status change, completion, rejection, expiry) runs a
-        full dispatch at once, so after it no waiting contact has an eligible free agent left.
-        A newly routed contact can therefore be solved alone (`only`): the free capacity it
-        sees is capacity nobody waiting could use. Time-triggered relaxation is picked up by
-        the periodic full dispatch.
+        full dispatch at once, and a maximal assignment leaves no waiting contact with an
+        eligible free agent (that pair would add value). So contacts whose eligibility changed
+        since can be solved on their own (`only`): a newcomer, or contacts whose next
+        relaxation stage is due (the timer's `RoutingService.tick`).
         """
         async with self._locks[channel]:
             return await self._dispatch(
