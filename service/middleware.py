@@ -26,21 +26,21 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _header(scope, b"x-request-id") or new_id()
+        request_id = _header(scope, b"x-request-id") or ""
+        if not (0 < len(request_id) <= 128 and request_id.isascii() and request_id.isprintable()):
+            request_id = new_id()  # absent, or not fit to echo in a header and a log line
         declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             await _too_large(send, scope, self.max_body, request_id)
             return
         received = 0
-        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received, too_large
+            nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    too_large = True
                     raise _BodyTooLarge
             return message
 
@@ -72,7 +72,6 @@ class RequestContext:
                     ms=round((time.perf_counter() - started) * 1000, 3),
                 )
             structlog.contextvars.unbind_contextvars("request_id")
-        _ = too_large
 
 
 class _BodyTooLarge(Exception):

@@ -536,3 +536,10 @@ def test_a_request_without_an_id_gets_a_fresh_one(client: TestClient) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", first)
     assert re.fullmatch(r"[0-9a-f]{32}", second)
     assert first != second
+
+
+def test_a_request_id_too_long_to_log_is_replaced_by_a_generated_one(client: TestClient) -> None:
+    sent = "x" * 129
+    echoed = client.get("/healthz", headers={"X-Request-ID": sent}).headers["x-request-id"]
+    assert echoed != sent
+    assert len(echoed) == 32
