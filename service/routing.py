@@ -61,6 +61,8 @@ class RoutingService:
         self._ttl = reservation_ttl
         self._handle_seconds = default_handle_seconds
         self._idempotency_window = idempotency_window_seconds
+        # Route calls still deciding, so that a concurrent retry waits for the same decision.
+        self._in_flight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.contacts = ContactBook(
             memory_seconds=retention_seconds, idempotency_window_seconds=idempotency_window_seconds
         )
@@ -75,6 +77,9 @@ class RoutingService:
                 raise Conflict(
                     f"contact {body.contact_id} was already routed with different details"
                 )
+            if not existing.first_decision:
+                # The first call for this contact is still deciding: answer with its decision.
+                return await asyncio.shield(self._in_flight[body.contact_id]), True
             return existing.first_decision, True
         rules = self.rules.compiled
         check_contact(rules, body)
@@ -122,18 +127,26 @@ class RoutingService:
             entry=entry,
         )
         self.contacts.add(contact)
-        await self.state.add_waiting(entry)
-        placement = await self.dispatcher.place_new(rules, entry, now=now)
-        if placement is not None:
-            decision = self._placed(rules, contact, placement, trigger="route", now=now)
-        elif contact.first_decision:
-            # A full dispatch queued ahead of this call for the channel placed it (see _apply).
-            decision = contact.first_decision
-        else:
-            decision = await self._queued(rules, contact, now)
-        contact.first_decision = decision
-        self.writer.put_contact(contact.to_row())
-        return decision, False
+        in_flight = self._in_flight[body.contact_id] = asyncio.get_running_loop().create_future()
+        try:
+            await self.state.add_waiting(entry)
+            placement = await self.dispatcher.place_new(rules, entry, now=now)
+            if placement is not None:
+                decision = self._placed(rules, contact, placement, trigger="route", now=now)
+            elif contact.first_decision:
+                # A full dispatch queued ahead of this call for the channel placed it (_apply).
+                decision = contact.first_decision
+            else:
+                decision = await self._queued(rules, contact, now)
+            contact.first_decision = decision
+            self.writer.put_contact(contact.to_row())
+            in_flight.set_result(decision)
+            return decision, False
+        except BaseException as exc:
+            in_flight.set_exception(exc)
+            raise
+        finally:
+            del self._in_flight[body.contact_id]
 
     async def _queued(
         self, rules: CompiledRules, contact: ContactState, now: float

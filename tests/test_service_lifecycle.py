@@ -543,3 +543,31 @@ def test_a_request_id_too_long_to_log_is_replaced_by_a_generated_one(client: Tes
     echoed = client.get("/healthz", headers={"X-Request-ID": sent}).headers["x-request-id"]
     assert echoed != sent
     assert len(echoed) == 32
+
+
+async def test_a_retry_that_arrives_while_the_first_call_still_decides_gets_the_same_decision(
+    tmp_path: Path, acd_headers: dict[str, str], fake_clock: FakeClock
+) -> None:
+    app = create_app(make_settings(tmp_path), run_background=False)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://skillroute") as acd,
+    ):
+        acd.headers.update(acd_headers)
+        await acd.put("/v1/agents/biller", json=agent({"billing": 3}))
+        state = app.state.state
+
+        async def first_is_waiting() -> bool:
+            return any(e.contact_id == "c-dup" for e in await state.waiting())
+
+        async with app.state.dispatcher._locks["voice"]:  # the first call waits for the channel
+            first = asyncio.create_task(acd.post("/v1/route", json=contact("c-dup")))
+            await _until(first_is_waiting)
+            retry = asyncio.create_task(acd.post("/v1/route", json=contact("c-dup")))
+            await asyncio.sleep(0.05)
+            assert not retry.done()  # it waits for the first decision, not an empty one
+        first_response, retry_response = await first, await retry
+        assert (first_response.status_code, retry_response.status_code) == (201, 200)
+        assert retry_response.json() == first_response.json()
+        assert first_response.json()["agent_id"] == "biller"
