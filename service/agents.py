@@ -46,6 +46,8 @@ class AgentDesk:
         await self._state.put_agent(record)
         if record.status == "available":
             await self._routing.dispatch_channels(record.capacity, trigger="agent_update")
+        else:
+            await self._routing.withdraw_offers(agent_id)
         return await self.get(agent_id), previous is None
 
     def _save(self, records: Sequence[AgentRecord], now: float) -> None:
@@ -98,6 +100,8 @@ class AgentDesk:
             agent = await self._state.get_agent(agent_id)
             if status == "available" and agent is not None:
                 channels.update(c for c, n in agent.capacity.items() if n > 0)
+            elif status != "available":
+                await self._routing.withdraw_offers(agent_id)
         assigned = await self._routing.dispatch_channels(sorted(channels), trigger="status")
         return len(seen), assigned
 

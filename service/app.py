@@ -96,9 +96,11 @@ async def _start(app: FastAPI, settings: Settings) -> None:
         default_handle_seconds=settings.default_handle_seconds,
         retention_seconds=settings.contact_memory_seconds,
         idempotency_window_seconds=settings.idempotency_window_seconds,
+        exclusion_seconds=settings.reject_exclusion_seconds,
     )
     desk = AgentDesk(routing, engine)
     store.subscribe(routing.on_rules_changed)
+    store.add_veto(routing.vocabulary_veto)
     app.state.engine, app.state.rules, app.state.state = engine, store, state
     app.state.writer, app.state.dispatcher = writer, dispatcher
     app.state.routing, app.state.agents = routing, desk

@@ -23,9 +23,22 @@ app.add_typer(db_app, name="db")
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default from settings)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default from settings)")] = None,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, help="uvicorn worker processes (only 1 is supported)")
+    ] = 1,
 ) -> None:
     """Serve the HTTP API (settings come from SKILLROUTE_* environment variables)."""
+    if workers > 1:
+        # Queues, reservations and agent load live in process memory: every worker would hand
+        # out the same agents on the same database.
+        typer.echo(
+            f"error: --workers {workers}: skillroute keeps queued contacts, reservations and "
+            "agent load in its own process memory, so several workers on one database would "
+            "each assign the same agents. Run one worker; several workers need the shared "
+            "Redis state backend, which is not built yet.",
+            err=True,
+        )
+        raise typer.Exit(2)
     import uvicorn
 
     from service.settings import Settings
@@ -42,13 +55,56 @@ def serve(
     )
 
 
+class _BadInput(Exception):
+    """An input file the command cannot use; the message names the problem."""
+
+
+def _read_utf8(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _BadInput(f"{path}: not UTF-8 (byte {exc.start})") from None
+
+
+def _agent_skills(path: Path) -> set[str]:
+    """The skills of the agents in a JSON file: a list of agents, or GET /v1/agents' answer."""
+    text = _read_utf8(path)
+    try:
+        agents = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _BadInput(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    if isinstance(agents, dict) and isinstance(agents.get("items"), list):
+        agents = agents["items"]
+    if not isinstance(agents, list):
+        raise _BadInput(
+            f'{path}: expected a JSON list of agents like [{{"skills": {{"billing": 3}}}}]'
+            " (or the object GET /v1/agents returns)"
+        )
+    skills: set[str] = set()
+    for index, agent in enumerate(agents):
+        if not isinstance(agent, dict):
+            raise _BadInput(f"{path}: agent {index} is not an object")
+        agent_skills = agent.get("skills", {})
+        if not isinstance(agent_skills, dict):
+            raise _BadInput(f"{path}: agent {index}: skills is not an object of skill: level")
+        skills.update(agent_skills)
+    return skills
+
+
 @rules_app.command("validate")
 def rules_validate(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     agents_file: Annotated[
         Path | None,
         typer.Option(
-            "--agents", help="JSON list of agents ({skills: {...}}) to lint skill coverage"
+            "--agents",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="JSON list of agents ({skills: {...}}) to lint skill coverage",
         ),
     ] = None,
     output: Annotated[str, typer.Option("--format", help="text or json")] = "text",
@@ -58,14 +114,15 @@ def rules_validate(
     from routing_rules.problems import RulesInvalid
     from routing_rules.validation import validate_rules_text
 
-    text = file.read_text(encoding="utf-8")
+    try:
+        text = _read_utf8(file)
+        skills = None if agents_file is None else _agent_skills(agents_file)
+    except _BadInput as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     errors, warnings = [], []
     try:
         validated = validate_rules_text(text, file=str(file))
-        skills = None
-        if agents_file is not None:
-            agents = json.loads(agents_file.read_text(encoding="utf-8"))
-            skills = {s for a in agents for s in a.get("skills", {})}
         warnings = lint_rules(validated, agent_skills=skills)
     except RulesInvalid as exc:
         errors = exc.problems

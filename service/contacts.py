@@ -102,6 +102,14 @@ class ContactBook:
         """Hold a contact (new, or restored after a start)."""
         self._live[contact.contact_id] = contact
 
+    def discard(self, contact_id: str) -> None:
+        """Forget a contact whose route call failed before anything was stored."""
+        self._live.pop(contact_id, None)
+
+    def active(self) -> list[ContactState]:
+        """Contacts queued, offered or connected."""
+        return [c for c in self._live.values() if c.ended_at is None]
+
     def stored_only(self, contact_id: str) -> bool:
         """Whether the contact exists only in the database (a read is needed to see it)."""
         return contact_id in self._stored_only

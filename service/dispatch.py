@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import math
 import multiprocessing
 import time
@@ -66,6 +67,32 @@ class DispatchResult:
     seconds: float = 0.0
 
 
+WARM_UP_LIMIT_SECONDS = 30.0
+REAP_SECONDS = 5.0
+# Two contacts, so the solve takes the min-cost flow path and imports OR-Tools (one would not).
+_WARM_UP_PROBLEM = (
+    2,
+    np.ones(1, dtype=np.int64),
+    np.array([0, 1], dtype=np.int64),
+    np.zeros(2, dtype=np.int64),
+    np.ones(2, dtype=np.int64),
+)
+
+
+async def _warmed(warming: asyncio.Task[bool]) -> bool:
+    """Whether a warm-up succeeds within WARM_UP_LIMIT_SECONDS (never cancels it)."""
+    done, _ = await asyncio.wait({warming}, timeout=WARM_UP_LIMIT_SECONDS)
+    return (
+        bool(done) and not warming.cancelled() and warming.exception() is None and warming.result()
+    )
+
+
+def _reap(processes: list[multiprocessing.process.BaseProcess]) -> None:
+    """Wait for killed processes to exit, so none is left behind as a zombie."""
+    for process in processes:
+        process.join(REAP_SECONDS)
+
+
 def _solve_in_worker(n: int, capacity: Any, contact: Any, agent: Any, value: Any) -> Any:
     """Entry point of the worker process (module-level so it pickles)."""
     result = solve(n, capacity, Arcs(contact, agent, value))
@@ -89,12 +116,72 @@ class Dispatcher:
         self._inline_max_arcs = inline_max_arcs
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        # Done once the current pool's worker has run a solve (True) or failed to (False).
+        self._warming: asyncio.Task[bool] | None = None
+        # Warm-ups of discarded pools still finishing; held so they are not collected mid-run.
+        self._warm_ups: set[asyncio.Task[bool]] = set()
 
     def close(self) -> None:
-        """Stop the worker process, if one was started."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """Kill the worker process, if one was started (a solve still running in it too)."""
+        for process in self._discard_worker():
+            process.join(REAP_SECONDS)
+
+    async def warm(self) -> bool:
+        """Start the solver worker and load the solver in it; whether it is ready.
+
+        The first solve too large to run inline calls this itself and waits for it, so the
+        app may call it at startup (in the background) only to have the worker ready sooner.
+        """
+        return await _warmed(self._worker()[1])
+
+    def _worker(self) -> tuple[concurrent.futures.ProcessPoolExecutor, asyncio.Task[bool]]:
+        """The worker pool and its warm-up, both started on first use."""
+        if self._pool is None or self._warming is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+            self._warming = asyncio.get_running_loop().create_task(self._warm_up(self._pool))
+            self._warm_ups.add(self._warming)
+            self._warming.add_done_callback(self._warm_ups.discard)
+        return self._pool, self._warming
+
+    async def _warm_up(self, pool: concurrent.futures.ProcessPoolExecutor) -> bool:
+        # Spawning Python and importing numpy and OR-Tools takes ~1.2 s: pay it here, once.
+        started = time.perf_counter()
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                pool, _solve_in_worker, *_WARM_UP_PROBLEM
+            )
+        except Exception as exc:  # any failure only means "not ready"; the solve replaces it
+            if pool is self._pool:
+                log.warning("dispatch.worker_warm_up_failed", error=type(exc).__name__)
+            return False
+        log.info("dispatch.worker_ready", seconds=round(time.perf_counter() - started, 3))
+        return True
+
+    def _discard_worker(self) -> list[multiprocessing.process.BaseProcess]:
+        """Kill the worker processes and shut the pool down; the processes, to reap."""
+        pool, self._pool, self._warming = self._pool, None, None
+        if pool is None:
+            return []
+        # shutdown() does not stop a worker in the middle of a solve: it would keep a core
+        # busy until the solve ends. The pool keeps its processes in `_processes`.
+        processes: list[multiprocessing.process.BaseProcess] = list(
+            (pool._processes or {}).values()
+        )
+        for process in processes:
+            with contextlib.suppress(ValueError):  # already closed
+                process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        return processes
+
+    async def _replace_worker(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+        """Kill `pool`'s worker and start warming a fresh one (no-op if already replaced)."""
+        if pool is not self._pool:
+            return
+        processes = self._discard_worker()
+        self._worker()
+        await asyncio.to_thread(_reap, processes)
 
     async def dispatch(
         self,
@@ -246,38 +333,46 @@ class Dispatcher:
             except SolveFailed as exc:
                 log.error("dispatch.solve_failed", channel=channel, error=str(exc))
                 return greedy(n, capacity, arcs)
-        loop = asyncio.get_running_loop()
-        if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn")
-            )
-        future = loop.run_in_executor(
-            self._pool, _solve_in_worker, n, capacity, arcs.contact, arcs.agent, arcs.value
+        pool, warming = self._worker()
+        # The deadline is for solving, not for starting the worker: wait for it first.
+        error = "WorkerNotReady"
+        if await _warmed(warming) and pool is self._pool:
+            try:
+                future = asyncio.get_running_loop().run_in_executor(
+                    pool, _solve_in_worker, n, capacity, arcs.contact, arcs.agent, arcs.value
+                )
+                agent_of, total, method = await asyncio.wait_for(future, self._time_limit)
+                return Assignment(agent_of, total, method)
+            except SolveFailed as exc:
+                error = type(exc).__name__  # the worker itself is fine
+            except (TimeoutError, concurrent.futures.process.BrokenProcessPool) as exc:
+                error = type(exc).__name__
+                await self._replace_worker(pool)
+        else:
+            await self._replace_worker(pool)
+        metrics.SOLVE_FALLBACKS.inc()
+        log.warning(
+            "dispatch.solve_fallback",
+            channel=channel,
+            contacts=n,
+            arcs=arcs.size,
+            limit_seconds=self._time_limit,
+            error=error,
         )
-        try:
-            agent_of, total, method = await asyncio.wait_for(future, self._time_limit)
-            return Assignment(agent_of, total, method)
-        except (TimeoutError, SolveFailed, concurrent.futures.process.BrokenProcessPool) as exc:
-            # The worker may still be grinding: replace it so the next solve starts fresh.
-            self.close()
-            metrics.SOLVE_FALLBACKS.inc()
-            log.warning(
-                "dispatch.solve_fallback",
-                channel=channel,
-                contacts=n,
-                arcs=arcs.size,
-                limit_seconds=self._time_limit,
-                error=type(exc).__name__,
-            )
-            return greedy(n, capacity, arcs)
+        return greedy(n, capacity, arcs)
 
 
 def advance_stages(
     rules: CompiledRules, entries: list[WaitingEntry], now: float
 ) -> list[WaitingEntry]:
-    """Move each waiting contact up its rule's ladder as far as the triggers allow now."""
+    """Move each waiting contact up its rule's ladder as far as the triggers allow now.
+
+    Exclusions of agents who turned the contact down are dropped once they have run out.
+    """
     out = []
     for entry in entries:
+        if entry.excluded_agents and now >= entry.excluded_until:
+            entry = replace(entry, excluded_agents=frozenset())
         rule = rules.rule_named(entry.rule)
         if rule is None:
             out.append(entry)
@@ -293,7 +388,11 @@ def advance_stages(
 
 
 def schedule(rules: CompiledRules, entry: WaitingEntry) -> WaitingEntry:
-    """The entry with `next_check_at` set to when its next relaxation stage may start."""
+    """The entry with `next_check_at` set to when it must be looked at again.
+
+    That is when its next relaxation stage may start, or when the agents it turned down stop
+    being excluded, whichever comes first.
+    """
     rule = rules.rule_named(entry.rule)
     at = (
         math.inf
@@ -305,7 +404,19 @@ def schedule(rules: CompiledRules, entry: WaitingEntry) -> WaitingEntry:
             last_eligible_free_at=entry.last_eligible_free_at,
         )
     )
+    if entry.excluded_agents:
+        at = min(at, entry.excluded_until)
     return entry if at == entry.next_check_at else replace(entry, next_check_at=at)
+
+
+def rematch(rules: CompiledRules, entry: WaitingEntry, now: float) -> WaitingEntry:
+    """The entry under (new) rules: its rule found again, its stage from the time waited."""
+    rule = rules.rule_for(entry.facts)
+    stage = rule.next_stage(0, wait_seconds=now - entry.enqueued_at, stalled_seconds=0)
+    return schedule(
+        rules,
+        replace(entry, rule=rule.name, stage=stage, priority=rule.priority, stage_entered_at=now),
+    )
 
 
 def as_waiting_contact(rules: CompiledRules, entry: WaitingEntry, now: float) -> WaitingContact:
@@ -319,7 +430,9 @@ def as_waiting_contact(rules: CompiledRules, entry: WaitingEntry, now: float) ->
         stage=entry.stage,
         priority=entry.priority,
         wait_seconds=now - entry.enqueued_at,
-        excluded_agents=entry.excluded_agents,
+        # An agent who turned the contact down is passed over for a while, not for ever: a
+        # small team (or a keep-waiting rule) must not strand the contact.
+        excluded_agents=entry.excluded_agents if now < entry.excluded_until else frozenset(),
     )
 
 

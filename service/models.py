@@ -10,7 +10,13 @@ Identifier = Annotated[
     StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
 ]
 VocabName = Annotated[StrictStr, Field(min_length=1, max_length=64)]
-AttributeValue = StrictStr | StrictInt | StrictFloat | StrictBool
+# Bounded so that every value survives JSON storage exactly (53-bit integers, finite floats).
+AttributeValue = (
+    Annotated[StrictStr, Field(max_length=1000)]
+    | Annotated[StrictInt, Field(ge=-(2**53), le=2**53)]
+    | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+    | StrictBool
+)
 
 
 class _In(BaseModel):

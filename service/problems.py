@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
+from service.storage.writer import WriterBacklogFull
+
 PROBLEM_TYPE = "https://skillroute.dev/problems/"
 
 
@@ -127,6 +129,17 @@ def error_summary(error: dict[str, Any]) -> str:
 
 def install_problem_handlers(app: FastAPI) -> None:
     """Map every error the API can raise to problem+json."""
+
+    @app.exception_handler(WriterBacklogFull)
+    async def _backlog(request: Request, exc: WriterBacklogFull) -> Response:
+        return problem_response(
+            503,
+            "Service unavailable",
+            "the database has not accepted writes for too long; retry later",
+            slug="unavailable",
+            instance=request.url.path,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> Response:

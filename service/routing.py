@@ -20,11 +20,11 @@ from routing_rules.compiled import CompiledRules, ContactFacts
 from service import clock, metrics
 from service.contacts import ContactBook, ContactState
 from service.decisions import assigned_answer, decision_row, queued_answer
-from service.dispatch import Dispatcher, DispatchResult, Placement, schedule
+from service.dispatch import Dispatcher, DispatchResult, Placement, rematch, schedule
 from service.explain import explain
 from service.gc_tuning import GcTuner
 from service.models import ContactIn
-from service.problems import Conflict, NotFound
+from service.problems import Conflict, NotFound, Unavailable
 from service.recovery import restore
 from service.rules_store import RulesStore
 from service.state.base import RealtimeState
@@ -51,6 +51,7 @@ class RoutingService:
         default_handle_seconds: float,
         retention_seconds: float = 3600.0,
         idempotency_window_seconds: float = 7 * 86400.0,
+        exclusion_seconds: float = 120.0,
     ) -> None:
         self.state = state
         self.dispatcher = dispatcher
@@ -61,6 +62,7 @@ class RoutingService:
         self._ttl = reservation_ttl
         self._handle_seconds = default_handle_seconds
         self._idempotency_window = idempotency_window_seconds
+        self._exclusion_seconds = exclusion_seconds
         # Route calls still deciding, so that a concurrent retry waits for the same decision.
         self._in_flight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.contacts = ContactBook(
@@ -77,10 +79,14 @@ class RoutingService:
                 raise Conflict(
                     f"contact {body.contact_id} was already routed with different details"
                 )
-            if not existing.first_decision:
+            in_flight = self._in_flight.get(body.contact_id)
+            if in_flight is not None:
                 # The first call for this contact is still deciding: answer with its decision.
-                return await asyncio.shield(self._in_flight[body.contact_id]), True
-            return existing.first_decision, True
+                return await asyncio.shield(in_flight), True
+            if existing.first_decision:
+                return existing.first_decision, True
+        if not self.writer.has_room():
+            raise Unavailable("the database has not accepted writes for too long; retry later")
         rules = self.rules.compiled
         check_contact(rules, body)
         now = clock.now()
@@ -143,10 +149,21 @@ class RoutingService:
             in_flight.set_result(decision)
             return decision, False
         except BaseException as exc:
+            await self._forget(contact)
             in_flight.set_exception(exc)
+            in_flight.exception()  # retrieved: a concurrent retry may never ask for it
             raise
         finally:
             del self._in_flight[body.contact_id]
+
+    async def _forget(self, contact: ContactState) -> None:
+        """Undo a route call that failed half-way: no waiting entry, no offer, no record."""
+        await self.state.remove_waiting(contact.contact_id)
+        if contact.reservation_id is not None:
+            await self.state.end_reservation(
+                contact.reservation_id, keep_load=False, now=clock.now()
+            )
+        self.contacts.discard(contact.contact_id)
 
     async def _queued(
         self, rules: CompiledRules, contact: ContactState, now: float
@@ -243,42 +260,56 @@ class RoutingService:
         return await self.dispatch_channels(self.rules.compiled.channels, trigger=trigger)
 
     async def on_rules_changed(self, rules: CompiledRules) -> None:
-        """Re-match every waiting contact under the new rules, then dispatch."""
+        """Re-match waiting and offered contacts under the new rules, then dispatch."""
         await self.state.reindex(rules)
         now = clock.now()
-        entries = await self.state.waiting()
-        rematched = []
-        for entry in entries:
-            if entry.channel not in rules.channels or entry.language not in rules.languages:
-                continue  # stays under its old rule name; unreachable rules match nothing
-            rule = rules.rule_for(entry.facts)
-            stage = rule.next_stage(0, wait_seconds=now - entry.enqueued_at, stalled_seconds=0)
-            rematched.append(
-                schedule(
-                    rules,
-                    replace(
-                        entry,
-                        rule=rule.name,
-                        stage=stage,
-                        priority=rule.priority,
-                        stage_entered_at=now,
-                    ),
-                )
-            )
-            contact = self.contacts.get(entry.contact_id)
-            if contact is not None:
-                contact.rule, contact.stage, contact.priority = rule.name, stage, rule.priority
-                contact.stage_name = rule.stages[stage].name
-        for entry in rematched:
+        for entry in await self.state.waiting():
+            rematched = rematch(rules, entry, now)
             await self.state.remove_waiting(entry.contact_id)
-            await self.state.add_waiting(entry)
+            await self.state.add_waiting(rematched)
+            self._adopt_entry(rematched)
+        # Offered contacts keep their offer; should it be rejected, they wait under new rules.
+        for contact in self.contacts.active():
+            if contact.status == "reserved" and contact.entry is not None:
+                self._adopt_entry(rematch(rules, contact.entry, now))
         await self.dispatch_all(trigger="rules_change")
+
+    def _adopt_entry(self, entry: WaitingEntry) -> None:
+        contact = self.contacts.get(entry.contact_id)
+        if contact is None:
+            return
+        rule = self.rules.compiled.rule_named(entry.rule) or self.rules.compiled.implicit
+        contact.entry = entry
+        contact.rule, contact.stage, contact.priority = entry.rule, entry.stage, entry.priority
+        contact.stage_name = rule.stages[min(entry.stage, len(rule.stages) - 1)].name
+
+    def vocabulary_veto(self, rules: CompiledRules) -> list[str]:
+        """Why `rules` cannot be activated now: live contacts on channels/languages it drops."""
+        in_use: dict[tuple[str, str], int] = {}
+        for contact in self.contacts.active():
+            for kind, value, known in (
+                ("channel", contact.channel, rules.channels),
+                ("language", contact.request["language"], rules.languages),
+            ):
+                if value not in known:
+                    in_use[(kind, value)] = in_use.get((kind, value), 0) + 1
+        return [
+            f"{count} active contact(s) use {kind} {value!r}, which the new rules drop; "
+            "let them end first"
+            for (kind, value), count in sorted(in_use.items())
+        ]
 
     async def tick(self) -> None:
         """Periodic work: expire reservations, relax waiting contacts, refresh gauges."""
         now = clock.now()
+        expired_channels = set()
         for reservation in await self.state.due_reservations(now):
-            await self._requeue(reservation.reservation_id, reason="expired", now=now)
+            found = await self._requeue(
+                reservation.reservation_id, reason="expired", now=now, dispatch=False
+            )
+            if found is not None:
+                expired_channels.add(found[1].channel)
+        await self.dispatch_channels(sorted(expired_channels), trigger="expired")
         # Relaxation: only contacts whose next stage may start now are dispatched; everyone
         # else was settled by the full dispatch that follows every capacity change.
         rules = self.rules.compiled
@@ -336,23 +367,51 @@ class RoutingService:
             )
         return found
 
+    async def withdraw_offers(self, agent_id: str) -> None:
+        """An agent stopped being available: their open offers go back to dispatch at once.
+
+        The agent is not excluded: they did not turn the contacts down.
+        """
+        now = clock.now()
+        channels = set()
+        for reservation in await self.state.reservations_of(agent_id):
+            found = await self._requeue(
+                reservation.reservation_id, reason="withdrawn", now=now, dispatch=False
+            )
+            if found is not None:
+                channels.add(found[1].channel)
+        await self.dispatch_channels(sorted(channels), trigger="withdrawn")
+
     async def _requeue(
-        self, reservation_id: str, *, reason: str, now: float
+        self, reservation_id: str, *, reason: str, now: float, dispatch: bool = True
     ) -> tuple[Reservation, ContactState] | None:
         reservation = await self.state.end_reservation(reservation_id, keep_load=False, now=now)
         if reservation is None:
             return None
-        outcome = "expired" if reason == "expired" else "rejected"
+        outcome = reason if reason in ("expired", "withdrawn") else "rejected"
         metrics.RESERVATIONS.labels(outcome=outcome).inc()
         contact = self.contacts.get(reservation.contact_id)
         assert contact is not None, "every reserved contact is held in memory"
-        contact.excluded_agents = sorted({*contact.excluded_agents, reservation.agent_id})
+        refused = outcome != "withdrawn"
+        if refused:
+            # The full history is kept on the record; the entry excludes only recent refusals.
+            contact.excluded_agents = sorted({*contact.excluded_agents, reservation.agent_id})
         contact.status, contact.agent_id = "queued", None
         contact.reservation_id = contact.reservation_expires_at = None
         contact.updated_at = now
         base = contact.entry or self._entry_for(contact)
         entry = schedule(
-            self.rules.compiled, replace(base, excluded_agents=frozenset(contact.excluded_agents))
+            self.rules.compiled,
+            replace(
+                base,
+                excluded_agents=frozenset(
+                    {
+                        *(base.excluded_agents if now < base.excluded_until else ()),
+                        reservation.agent_id,
+                    }
+                ),
+                excluded_until=now + self._exclusion_seconds,
+            ),
         )
         contact.entry = entry
         await self.state.add_waiting(entry)
@@ -363,7 +422,8 @@ class RoutingService:
             agent_id=reservation.agent_id,
             reason=reason,
         )
-        await self.dispatch_channels([contact.channel], trigger=outcome)
+        if dispatch:
+            await self.dispatch_channels([contact.channel], trigger=outcome)
         return reservation, contact
 
     def _entry_for(self, contact: ContactState) -> WaitingEntry:
@@ -428,10 +488,14 @@ class RoutingService:
 
     # ---- reads ---------------------------------------------------------------------------
     async def get(self, contact_id: str) -> ContactState:
-        """A contact by id, from memory or the database."""
+        """A contact by id, from memory or the database (a waiting one with its live stage)."""
         contact = self.contacts.get(contact_id) or await self._load(contact_id)
         if contact is None:
             raise NotFound(f"contact {contact_id} does not exist")
+        if contact.status == "queued":
+            live = await self.state.waiting_entry(contact_id)
+            if live is not None:
+                self._adopt_entry(live)
         return contact
 
     async def _load(self, contact_id: str) -> ContactState | None:

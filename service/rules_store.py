@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -24,6 +25,25 @@ from service.storage.tables import RuleVersionRow
 log = structlog.get_logger(__name__)
 
 OnChange = Callable[[CompiledRules], Awaitable[None]]
+# Reasons why live state cannot take these rules now (empty: no objection).
+Veto = Callable[[CompiledRules], list[str]]
+FILE_ORIGIN = "file"
+# When watchfiles itself fails (not one change), watch again after this long.
+WATCH_RETRY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A draft that validated and compiled, not yet stored (its version is still 0)."""
+
+    checksum: str
+    compiled: CompiledRules
+    warnings: list[RuleProblem]
+
+    def activated(self, row: RuleVersionRow) -> ActiveRules:
+        """The active rules once stored as `row`."""
+        compiled = dataclasses.replace(self.compiled, version=row.version, checksum=row.checksum)
+        return ActiveRules(compiled, row, self.warnings)
 
 
 @dataclass(frozen=True)
@@ -43,6 +63,7 @@ class RulesStore:
         self._file = rules_file
         self._active: ActiveRules | None = None
         self._on_change: list[OnChange] = []
+        self._vetoes: list[Veto] = []
         self._lock = asyncio.Lock()
         self.agent_skills: Callable[[], Collection[str]] = lambda: ()
 
@@ -62,8 +83,22 @@ class RulesStore:
         """Call `callback` after each change of the active rules."""
         self._on_change.append(callback)
 
+    def add_veto(self, callback: Veto) -> None:
+        """Ask `callback` before each change; any reason it returns refuses the new rules.
+
+        It runs on the event loop with the new rules compiled, before anything is stored.
+        """
+        self._vetoes.append(callback)
+
     def bootstrap(self) -> None:
-        """Activate the stored active version, then the rules file if it differs and is valid."""
+        """Activate the stored active version, or the rules file if the file itself changed.
+
+        The file wins only when its text differs from the newest version that came from the
+        file (origin "file"): a restart with an unchanged file keeps whatever is active, even a
+        version from PUT /v1/rules or a rollback. A file edited while the service was down is
+        activated (as a new version) if it is valid; if not, the error is logged and the active
+        version stays. Without any active version the file must be readable and valid.
+        """
         with Session(self._engine) as session:
             row = session.exec(
                 select(RuleVersionRow).where(col(RuleVersionRow.active)).limit(1)
@@ -78,13 +113,35 @@ class RulesStore:
             return
         try:
             text = self._file.read_text(encoding="utf-8")
-            if self._active is None or self._active.row.source != text:
-                row = self._store(text, origin="file", author=str(self._file.name))
-                self._active = self._compile(row)
-        except (OSError, RulesInvalid) as exc:
+            if self._active is not None and text == self._file_source():
+                log.info(
+                    "rules.file_unchanged",
+                    file=str(self._file),
+                    kept_version=self._active.row.version,
+                    kept_origin=self._active.row.origin,
+                )
+                return
+            candidate = self._prepare(
+                text, file=str(self._file), agent_skills=self.agent_skills() or None
+            )
+            row = self._store(
+                text, checksum=candidate.checksum, origin=FILE_ORIGIN, author=self._file.name
+            )
+            self._active = candidate.activated(row)
+        except (OSError, UnicodeDecodeError, RulesInvalid) as exc:
             if self._active is None:
                 raise
             log.error("rules.file_rejected", file=str(self._file), error=_describe(exc))
+
+    def _file_source(self) -> str | None:
+        """The source of the newest version that came from the rules file, if any."""
+        with Session(self._engine) as session:
+            return session.exec(
+                select(RuleVersionRow.source)
+                .where(RuleVersionRow.origin == FILE_ORIGIN)
+                .order_by(col(RuleVersionRow.version).desc())
+                .limit(1)
+            ).first()
 
     def _compile(self, row: RuleVersionRow) -> ActiveRules:
         validated = validate_rules_text(row.source, file=f"version {row.version}")
@@ -92,20 +149,52 @@ class RulesStore:
         warnings = lint_rules(validated, agent_skills=self.agent_skills() or None)
         return ActiveRules(compiled, row, warnings)
 
-    def check(self, text: str, *, file: str) -> tuple[list[RuleProblem], list[RuleProblem]]:
-        """Errors and lint warnings of a draft, applying nothing."""
+    @staticmethod
+    def _prepare(text: str, *, file: str, agent_skills: Collection[str] | None) -> _Candidate:
+        # CPU-bound (YAML, pydantic, numpy): callers on the event loop run it in a thread.
+        validated = validate_rules_text(text, file=file)
+        compiled = compile_rules(validated.ruleset, checksum=validated.checksum)
+        warnings = lint_rules(validated, agent_skills=agent_skills)
+        return _Candidate(validated.checksum, compiled, warnings)
+
+    def check(
+        self, text: str, *, file: str, agent_skills: Collection[str] | None
+    ) -> tuple[list[RuleProblem], list[RuleProblem]]:
+        """Errors and lint warnings of a draft, applying nothing (CPU-bound: run it in a thread).
+
+        `agent_skills` are the skills agents have (take `agent_skills()` on the event loop), or
+        None to skip the coverage lint.
+        """
         try:
             validated = validate_rules_text(text, file=file)
         except RulesInvalid as exc:
             return exc.problems, []
-        return [], lint_rules(validated, agent_skills=self.agent_skills() or None)
+        return [], lint_rules(validated, agent_skills=agent_skills)
 
     async def apply(self, text: str, *, origin: str, author: str) -> ActiveRules:
-        """Validate, store as a new version and activate; RulesInvalid leaves all unchanged."""
+        """Validate, ask the vetoes, store as a new version and activate.
+
+        RulesInvalid (errors in the text, or a veto's reasons) leaves everything unchanged.
+        """
         async with self._lock:
-            validate_rules_text(text, file=origin)
-            row = await asyncio.to_thread(self._store, text, origin=origin, author=author)
-            self._active = self._compile(row)
+            # The agent list belongs to the event loop: take the skills here, not in the thread.
+            skills = self.agent_skills() or None
+            candidate = await asyncio.to_thread(
+                self._prepare, text, file=origin, agent_skills=skills
+            )
+            reasons = [reason for veto in self._vetoes for reason in veto(candidate.compiled)]
+            if reasons:
+                log.warning("rules.vetoed", origin=origin, author=author, reasons=reasons)
+                raise RulesInvalid(
+                    [
+                        RuleProblem(origin, 1, 1, "vocabularies", reason, code="in_use")
+                        for reason in reasons
+                    ]
+                )
+            row = await asyncio.to_thread(
+                self._store, text, checksum=candidate.checksum, origin=origin, author=author
+            )
+            self._active = candidate.activated(row)
             metrics.RULES_RELOADS.labels(result="applied").inc()
             log.info("rules.activated", version=row.version, origin=origin, author=author)
             for callback in self._on_change:
@@ -117,14 +206,13 @@ class RulesStore:
         row = await asyncio.to_thread(self.version, version)
         return await self.apply(row.source, origin=f"rollback:{version}", author=author)
 
-    def _store(self, text: str, *, origin: str, author: str) -> RuleVersionRow:
-        validated = validate_rules_text(text, file=origin)
+    def _store(self, text: str, *, checksum: str, origin: str, author: str) -> RuleVersionRow:
         with Session(self._engine) as session:
             latest = session.exec(select(func.max(RuleVersionRow.version))).one()
             session.execute(update(RuleVersionRow).values(active=False))
             row = RuleVersionRow(
                 version=(latest or 0) + 1,
-                checksum=validated.checksum,
+                checksum=checksum,
                 source=text,
                 origin=origin[:32],
                 author=author[:128],
@@ -157,30 +245,52 @@ class RulesStore:
         return list(rows), int(total)
 
     async def watch(self) -> None:
-        """Hot-reload the rules file whenever it changes; keep the last good version if not."""
+        """Hot-reload the rules file whenever it changes; keep the last good version if not.
+
+        Nothing one change does (an unreadable file, invalid rules, a veto, a failing
+        subscriber) stops the watching; if watchfiles itself fails, watching starts again.
+        """
         if self._file is None:
             return
         from watchfiles import awatch
 
         path = self._file.resolve()
-        async for _changes in awatch(path.parent, recursive=False, debounce=200):
+        while True:
             try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                log.error("rules.file_unreadable", file=str(path), error=str(exc))
-                continue
-            if text == self.active.row.source:
-                continue
+                async for _changes in awatch(path.parent, recursive=False, debounce=200):
+                    await self._reload(path)
+                return
+            except Exception:
+                log.exception("rules.watch_failed", file=str(path), retry_in=WATCH_RETRY_SECONDS)
+                await asyncio.sleep(WATCH_RETRY_SECONDS)
+
+    async def _reload(self, path: Path) -> None:
+        """Apply the file if it changed since it was last stored; log (never raise) a failure."""
+        try:
             try:
-                await self.apply(text, origin="file", author=path.name)
-            except RulesInvalid as exc:
+                text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
                 metrics.RULES_RELOADS.labels(result="rejected").inc()
-                log.error(
-                    "rules.file_rejected",
-                    file=str(path),
-                    error=_describe(exc),
-                    kept_version=self.active.row.version,
-                )
+                log.error("rules.file_unreadable", file=str(path), error=str(exc))
+                return
+            # Compared with the file's own last version, not the active one: the watcher also
+            # wakes for other files in the directory, and must not undo an API change then.
+            if text == await asyncio.to_thread(self._file_source):
+                return
+            await self.apply(text, origin=FILE_ORIGIN, author=path.name)
+        except RulesInvalid as exc:
+            metrics.RULES_RELOADS.labels(result="rejected").inc()
+            log.error(
+                "rules.file_rejected",
+                file=str(path),
+                error=_describe(exc),
+                kept_version=self.active.row.version,
+            )
+        except Exception:
+            metrics.RULES_RELOADS.labels(result="failed").inc()
+            log.exception(
+                "rules.reload_failed", file=str(path), active_version=self.active.row.version
+            )
 
 
 def _describe(exc: Exception) -> str:

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         default=None, description="rules YAML to load at start and hot-reload on change"
     )
     reservation_ttl_seconds: float = Field(default=20.0, gt=0, le=600)
+    reject_exclusion_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        le=86400,
+        description="an agent who rejected or let an offer expire is passed over this long",
+    )
     dispatch_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     solve_time_limit_seconds: float = Field(default=2.0, gt=0, le=60)
     solve_inline_max_arcs: int = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -92,7 +93,8 @@ async def get_rules(admin: RulesAdmin, rules: RulesDep) -> RulesOut:
 async def put_rules(request: Request, admin: RulesAdmin, rules: RulesDep) -> RulesOut:
     """Store and activate a new rules version; on any error the active rules stay as they were.
 
-    Waiting contacts are re-matched under the new rules at once.
+    Waiting contacts are re-matched under the new rules at once. Rules that live state cannot
+    take (e.g. dropping a channel that waiting contacts use) are refused with 422, code `in_use`.
     """
     text = await _yaml_text(request)
     try:
@@ -113,7 +115,11 @@ async def validate_rules(
 ) -> RulesValidationOut:
     """Validate and lint a draft without applying it (same errors as the CLI)."""
     text = await _yaml_text(request)
-    errors, warnings = rules.check(text, file="draft")
+    # Parsing, validation and lint are CPU work: off the event loop. The agents' skills are
+    # read here, on the loop that changes them.
+    errors, warnings = await asyncio.to_thread(
+        rules.check, text, file="draft", agent_skills=rules.agent_skills() or None
+    )
     return RulesValidationOut(
         valid=not errors, errors=_problems(errors), warnings=_problems(warnings)
     )
@@ -127,8 +133,6 @@ async def list_versions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> RuleVersionList:
     """Stored rules versions, newest first."""
-    import asyncio
-
     rows, total = await asyncio.to_thread(rules.versions, offset=offset, limit=limit)
     return RuleVersionList(
         items=[RuleVersionOut.model_validate(r, from_attributes=True) for r in rows],
@@ -143,8 +147,6 @@ async def get_version(
     version: Annotated[int, Path(ge=1, le=2**31 - 1)], admin: RulesAdmin, rules: RulesDep
 ) -> RulesOut:
     """One stored version with its source."""
-    import asyncio
-
     row = await asyncio.to_thread(rules.version, version)
     return RulesOut(
         version=row.version,

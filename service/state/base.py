@@ -77,6 +77,14 @@ class RealtimeState(ABC):
         """Waiting contacts whose `next_check_at` has come (each returned once per due time)."""
 
     @abstractmethod
+    async def waiting_entry(self, contact_id: str) -> WaitingEntry | None:
+        """The live waiting entry of one contact, if it waits."""
+
+    @abstractmethod
+    async def reservations_of(self, agent_id: str) -> list[Reservation]:
+        """Open reservations offered to one agent."""
+
+    @abstractmethod
     async def waiting_count(self, channel: str) -> int:
         """How many contacts wait on `channel`."""
 

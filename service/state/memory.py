@@ -229,6 +229,14 @@ class MemoryState(RealtimeState):
             return list(self._waiting.values())
         return [e for e in self._waiting.values() if e.channel == channel]
 
+    async def waiting_entry(self, contact_id: str) -> WaitingEntry | None:
+        """The live waiting entry of one contact, if it waits."""
+        return self._waiting.get(contact_id)
+
+    async def reservations_of(self, agent_id: str) -> list[Reservation]:
+        """Open reservations offered to one agent."""
+        return [r for r in self._reservations.values() if r.agent_id == agent_id]
+
     async def waiting_count(self, channel: str) -> int:
         """How many contacts wait on `channel`."""
         return sum(self._priority_counts[channel]) if channel in self._priority_counts else 0
@@ -251,6 +259,9 @@ class MemoryState(RealtimeState):
             return False
         self._load[row, c] += 1
         self._refresh_free(row)
+        # Idle time counts from the agent's last offer or last free moment, whichever is later,
+        # so a busy agent does not look long idle to the fairness tie-break.
+        self._idle_since[row] = reservation.created_at
         await self.remove_waiting(entry.contact_id)
         self._reservations[reservation.reservation_id] = reservation
         return True

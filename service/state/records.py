@@ -40,6 +40,7 @@ class WaitingEntry:
     stage_entered_at: float
     last_eligible_free_at: float
     excluded_agents: frozenset[str] = field(default_factory=frozenset)
+    excluded_until: float = 0.0  # the exclusions apply until then
     next_check_at: float = math.inf  # when a relaxation stage may start; see CompiledRule
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -48,6 +49,7 @@ class BatchWriter:
         self.healthy = True
         self.last_error: str | None = None
         self.flushed_rows = 0
+        self.dropped_rows = 0
         self._prepare()
 
     @property
@@ -70,6 +72,10 @@ class BatchWriter:
             self._decisions.append(row)
             if self.pending >= self._batch_max:
                 self._wake.set()
+
+    def has_room(self) -> bool:
+        """Whether new rows are still accepted (the backlog is below its bound)."""
+        return self.pending < MAX_PENDING
 
     def _check_backlog(self) -> None:
         if self.pending >= MAX_PENDING:
@@ -108,15 +114,13 @@ class BatchWriter:
             return True
         try:
             started = time.perf_counter()
+            contact_params = self._params(contacts.values(), self._contact_params)
+            decision_params = self._params(decisions, self._decision_params)
             with self._engine.begin() as connection:
-                if contacts:
-                    connection.exec_driver_sql(
-                        self._contact_sql, [self._contact_params(r) for r in contacts.values()]
-                    )
-                if decisions:
-                    connection.exec_driver_sql(
-                        self._decision_sql, [self._decision_params(r) for r in decisions]
-                    )
+                if contact_params:
+                    connection.exec_driver_sql(self._contact_sql, contact_params)
+                if decision_params:
+                    connection.exec_driver_sql(self._decision_sql, decision_params)
             self.flushed_rows += len(contacts) + len(decisions)
             if not self.healthy:
                 log.info("writer.recovered", seconds=round(time.perf_counter() - started, 4))
@@ -154,6 +158,27 @@ class BatchWriter:
         self._decision_columns = decision_columns
         self._contact_json = {"request", "first_decision", "excluded_agents"}
         self._decision_json = {"explanation"}
+
+    def _params(
+        self, rows: Iterable[dict[str, Any]], convert: Callable[[dict[str, Any]], tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """Rows as driver parameters; a row that cannot be stored is logged and dropped.
+
+        Retrying such a row would fail every later flush with it, stopping all writes.
+        """
+        params = []
+        for row in rows:
+            try:
+                params.append(convert(row))
+            except (TypeError, ValueError) as exc:
+                self.dropped_rows += 1
+                log.error(
+                    "writer.row_dropped",
+                    error=str(exc)[:300],
+                    contact_id=row.get("contact_id"),
+                    decision_id=row.get("decision_id"),
+                )
+        return params
 
     def _contact_params(self, row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(
