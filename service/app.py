@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
                 asyncio.create_task(app.state.routing.run_timer(settings.dispatch_interval_seconds))
             )
             tasks.append(asyncio.create_task(app.state.rules.watch()))
+            # Start the solver worker now: after a restart the first dispatch is the big one.
+            tasks.append(asyncio.create_task(app.state.dispatcher.warm()))
         try:
             yield
         finally:

@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+import service.dispatch
 from service.app import create_app
 from service.contacts import ContactState
 from service.settings import DEMO_RULES
@@ -33,6 +35,7 @@ from tests.conftest import (
     serve,
     tick,
 )
+from tests.slow_worker import slow_solve_in_worker
 
 YAML = {"Content-Type": "application/yaml"}
 DEMO_TEXT = DEMO_RULES.read_text(encoding="utf-8")
@@ -402,9 +405,14 @@ def _star_and_steady_come_back(client: TestClient, headers: dict[str, str]) -> d
 
 
 def test_a_solve_past_its_deadline_falls_back_to_greedy_and_never_overfills_an_agent(
-    tmp_path: Path, acd_headers: dict[str, str], fake_clock: FakeClock
+    tmp_path: Path,
+    acd_headers: dict[str, str],
+    fake_clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = make_settings(tmp_path, solve_inline_max_arcs=0, solve_time_limit_seconds=0.000001)
+    # The worker sleeps 0.5 s before solving, so a 0.05 s deadline passes every time.
+    monkeypatch.setattr(service.dispatch, "_solve_in_worker", slow_solve_in_worker)
+    settings = make_settings(tmp_path, solve_inline_max_arcs=0, solve_time_limit_seconds=0.05)
     with serve(settings) as client:
         fallbacks = metric_value(client, "skillroute_solve_fallbacks_total")
         assert _star_and_steady_come_back(client, acd_headers) == {"updated": 2, "assigned": 1}
