@@ -243,13 +243,12 @@ def build_arcs(
             flat_values = values.ravel()
         if any(contacts[i].excluded_agents for i in members):
             keep = np.ones(c_idx.size, dtype=np.bool_)
+            # One id -> column map per group, not a scan of the pool per excluded agent.
+            position = {str(pool.ids[j]): pos for pos, j in enumerate(agents.tolist())}
             for row, i in enumerate(members):
                 for agent_id in contacts[i].excluded_agents:
-                    j = pool.row(agent_id)
-                    if j is None:
-                        continue
-                    pos = int(np.searchsorted(agents, j))
-                    if pos < agents.size and agents[pos] == j:
+                    pos = position.get(agent_id)
+                    if pos is not None:
                         keep[row * agents.size + pos] = False
             c_idx, a_idx, flat_values = c_idx[keep], a_idx[keep], flat_values[keep]
         contact_parts.append(c_idx)

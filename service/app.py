@@ -22,6 +22,7 @@ from service.settings import Settings
 from service.state.memory import MemoryState
 from service.storage.db import make_engine, upgrade
 from service.storage.writer import BatchWriter
+from service.vocabulary import dropped_in_use
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +103,7 @@ async def _start(app: FastAPI, settings: Settings) -> None:
     )
     desk = AgentDesk(routing, engine)
     store.subscribe(routing.on_rules_changed)
-    store.add_veto(routing.vocabulary_veto)
+    store.add_veto(lambda rules: dropped_in_use(routing.contacts.active(), rules))
     app.state.engine, app.state.rules, app.state.state = engine, store, state
     app.state.writer, app.state.dispatcher = writer, dispatcher
     app.state.routing, app.state.agents = routing, desk

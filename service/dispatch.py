@@ -61,7 +61,6 @@ class DispatchResult:
 
     channel: str
     placements: list[Placement] = field(default_factory=list)
-    considered: int = 0
     free_agents: int = 0
     method: str = "none"
     seconds: float = 0.0
@@ -279,7 +278,6 @@ class Dispatcher:
                 changed.append(schedule(rules, entry))
         entries = advanced
         await self._state.update_waiting(changed)
-        result.considered = len(entries)
         capacity = pool.free[:, c].astype(np.int64)
         assignment = await self._solve(len(contacts), capacity, arcs, channel)
         result.method = assignment.method

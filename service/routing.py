@@ -283,22 +283,6 @@ class RoutingService:
         contact.rule, contact.stage, contact.priority = entry.rule, entry.stage, entry.priority
         contact.stage_name = rule.stages[min(entry.stage, len(rule.stages) - 1)].name
 
-    def vocabulary_veto(self, rules: CompiledRules) -> list[str]:
-        """Why `rules` cannot be activated now: live contacts on channels/languages it drops."""
-        in_use: dict[tuple[str, str], int] = {}
-        for contact in self.contacts.active():
-            for kind, value, known in (
-                ("channel", contact.channel, rules.channels),
-                ("language", contact.request["language"], rules.languages),
-            ):
-                if value not in known:
-                    in_use[(kind, value)] = in_use.get((kind, value), 0) + 1
-        return [
-            f"{count} active contact(s) use {kind} {value!r}, which the new rules drop; "
-            "let them end first"
-            for (kind, value), count in sorted(in_use.items())
-        ]
-
     async def tick(self) -> None:
         """Periodic work: expire reservations, relax waiting contacts, refresh gauges."""
         now = clock.now()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from routing_rules.compiled import CompiledRules
+from service.contacts import ContactState
 from service.models import AgentIn, ContactIn
 from service.problems import InvalidInput
 
@@ -72,3 +75,20 @@ def check_agent(rules: CompiledRules, body: AgentIn) -> None:
                 )
     if errors:
         raise InvalidInput(errors[0]["message"], errors=errors)
+
+
+def dropped_in_use(contacts: Iterable[ContactState], rules: CompiledRules) -> list[str]:
+    """Why `rules` cannot be activated now: active contacts on channels/languages it drops."""
+    in_use: dict[tuple[str, str], int] = {}
+    for contact in contacts:
+        for kind, value, known in (
+            ("channel", contact.channel, rules.channels),
+            ("language", contact.request["language"], rules.languages),
+        ):
+            if value not in known:
+                in_use[(kind, value)] = in_use.get((kind, value), 0) + 1
+    return [
+        f"{count} active contact(s) use {kind} {value!r}, which the new rules drop; "
+        "let them end first"
+        for (kind, value), count in sorted(in_use.items())
+    ]
