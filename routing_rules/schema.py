@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from sla.config import Calendar, CapacityPlan, FastLaneSales, Tiers
+
 MAX_SKILL_LEVEL = 5
 NAME_PATTERN = r"^[a-z][a-z0-9_\-]{0,62}$"
 NAME_RE = re.compile(NAME_PATTERN)
@@ -166,3 +168,13 @@ class RuleSet(_Strict):
     vocabularies: Vocabularies
     scoring: Scoring = Field(default_factory=Scoring)
     rules: list[Rule] = Field(min_length=1, max_length=500)
+    tiers: Tiers = Field(default_factory=Tiers, description="standard and fast-lane tiers")
+    fast_lane: FastLaneSales = Field(
+        default_factory=FastLaneSales, description="selling passes: guard, refunds, costs"
+    )
+    calendar: Calendar = Field(
+        default_factory=Calendar, description="appointment and callback slots"
+    )
+    capacity_plan: CapacityPlan = Field(
+        default_factory=CapacityPlan, description="forecast and staffing for the quote"
+    )

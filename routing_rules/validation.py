@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +155,55 @@ def _vocabulary_problems(ruleset: RuleSet, raw: dict[str, Any]) -> Iterator[tupl
                 ("fallback any_agent needs after_wait_seconds or no_eligible_free_seconds"),
                 "missing_trigger",
             )
+    yield from _sla_problems(ruleset)
+
+
+def _sla_problems(ruleset: RuleSet) -> Iterator[tuple[Path, str, str]]:
+    channels = ruleset.vocabularies.channels
+    for tier in ("standard", "fast_lane"):
+        for channel in getattr(ruleset.tiers, tier).sla:
+            if channel not in channels:
+                yield (
+                    ("tiers", tier, "sla", channel),
+                    _unknown("channel", channel, channels),
+                    "unknown_name",
+                )
+    for channel in ruleset.capacity_plan.channels:
+        if channel not in channels:
+            yield (
+                ("capacity_plan", "channels", channel),
+                _unknown("channel", channel, channels),
+                "unknown_name",
+            )
+    for path, zone in (
+        (("calendar", "timezone"), ruleset.calendar.timezone),
+        (("capacity_plan", "timezone"), ruleset.capacity_plan.timezone),
+    ):
+        if not _known_zone(zone):
+            yield (
+                path,
+                f"unknown time zone {zone!r} (use an IANA name such as Europe/Berlin)",
+                ("unknown_name"),
+            )
+    spans: list[tuple[Path, str, str]] = [
+        (("calendar", "hours", i), h.start, h.end) for i, h in enumerate(ruleset.calendar.hours)
+    ]
+    for channel, plan in ruleset.capacity_plan.channels.items():
+        spans += [
+            (("capacity_plan", "channels", channel, "intervals", i), p.start, p.end)
+            for i, p in enumerate(plan.intervals)
+        ]
+    for path, start, end in spans:
+        if start >= end:
+            yield (*path, "end"), f"end {end} is not after start {start}", "bad_interval"
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _has_trigger(trigger: Stage | Fallback) -> bool:

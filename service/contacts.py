@@ -8,6 +8,7 @@ from typing import Any
 
 from routing_rules.compiled import ContactFacts
 from service.state.records import ContactStatus, WaitingEntry
+from sla.config import Tier
 
 
 @dataclass(slots=True)
@@ -31,6 +32,11 @@ class ContactState:
     reservation_expires_at: float | None = None
     excluded_agents: list[str] = field(default_factory=list)
     ended_at: float | None = None
+    tier: Tier = "standard"
+    pass_id: str | None = None
+    assigned_at: float | None = None
+    connected_at: float | None = None
+    promoted_by: str | None = None
     stage_name: str = ""
     entry: WaitingEntry | None = None
 
@@ -72,6 +78,11 @@ class ContactState:
             reservation_expires_at=row.reservation_expires_at,
             excluded_agents=list(row.excluded_agents or []),
             ended_at=row.ended_at,
+            tier=row.tier,
+            pass_id=row.pass_id,
+            assigned_at=row.assigned_at,
+            connected_at=row.connected_at,
+            promoted_by=row.promoted_by,
         )
 
 

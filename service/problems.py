@@ -37,6 +37,12 @@ class Problem(Exception):
         self.headers = headers
 
 
+class BadRequest(Problem):
+    """The request is missing something it needs (for example a required header)."""
+
+    status, title, slug = 400, "Bad request", "bad-request"
+
+
 class NotFound(Problem):
     """The named resource does not exist."""
 

@@ -63,6 +63,21 @@ class Settings(BaseSettings):
         gt=0,
         description="a retried route within this window replays the first decision",
     )
+    idempotency_key_ttl_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="how long a billing Idempotency-Key and its response are kept",
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="how often the outbox is checked for events"
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_max_attempts: int = Field(
+        default=10, ge=1, le=100, description="attempts per event and endpoint before giving up"
+    )
+    webhook_backoff_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="first retry delay; doubles each attempt (max 1 h)"
+    )
     write_flush_interval_seconds: float = Field(default=0.05, gt=0, le=5)
     write_batch_max: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=1_000_000, ge=1024)

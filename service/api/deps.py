@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -21,6 +23,7 @@ class Caller:
 
     key_id: str
     scopes: frozenset[Scope]
+    key_hash: str = ""  # sha256 of the key: scopes idempotency keys to their caller
 
 
 class ScopedBearer(HTTPBearer):
@@ -54,7 +57,12 @@ class ScopedBearer(HTTPBearer):
             raise Unauthorized("unknown API key", headers={"WWW-Authenticate": "Bearer"})
         if self.scope not in scopes:
             raise Forbidden(f"this API key lacks the {self.scope!r} scope")
-        return Caller(key_id=key[:4] + "…", scopes=scopes)
+        return Caller(key_id=key[:4] + "…", scopes=scopes, key_hash=_key_hash(key.strip()))
+
+
+@functools.lru_cache(maxsize=256)
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 # Dependencies are async on purpose: FastAPI runs sync ones in a thread pool, a thread hop per

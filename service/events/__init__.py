@@ -1,0 +1,1 @@
+"""Events for outside systems: the transactional outbox and webhook delivery."""
