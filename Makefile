@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test lint format bench bench-dispatch bench-route clean
+.PHONY: install run test lint format bench bench-dispatch bench-route bench-reorder bench-passes clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,13 +35,19 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-dispatch bench-route ## All benchmarks (prints the figures the README quotes)
+bench: bench-dispatch bench-route bench-reorder bench-passes ## All benchmarks (prints the figures the README quotes)
 
 bench-dispatch: install
 	$(BIN)/python -m bench.bench_dispatch
 
 bench-route: install
 	$(BIN)/python -m bench.bench_route
+
+bench-reorder: install
+	$(BIN)/python -m bench.bench_reorder
+
+bench-passes: install
+	$(BIN)/python -m bench.bench_passes
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -211,6 +211,11 @@ class CompiledRules:
     languages: tuple[str, ...]
     rules: tuple[CompiledRule, ...]
     implicit: CompiledRule
+    # Points that one step of tier precedence is worth: more than any match-quality difference.
+    precedence_points: float = 0.0
+    # Points for serving a contact at all: more than any precedence plus match quality, so
+    # the assignment serves as many contacts as capacity allows before anything else.
+    base_points: float = 100.0
 
     def rule_for(self, contact: ContactFacts) -> CompiledRule:
         """The first rule that matches, or the implicit default when none does.
@@ -263,6 +268,21 @@ class CompiledRules:
         return cached
 
 
+MIN_BASE_POINTS = 100.0
+MAX_PRECEDENCE = 2  # see sla.precedence: 0 normal, 1 tier first, 2 starvation guard
+
+
+def score_ceiling(scoring: Scoring) -> float:
+    """The largest match score (without base and precedence) the weights allow."""
+    return (
+        scoring.priority * 100
+        + scoring.wait * scoring.wait_cap_minutes
+        + scoring.skill_fit
+        + scoring.preferred
+        + scoring.idle * scoring.idle_cap_minutes
+    )
+
+
 def compile_rules(ruleset: RuleSet, *, version: int = 0, checksum: str = "") -> CompiledRules:
     """Index a validated rule set for dispatch."""
     vocab = ruleset.vocabularies
@@ -271,6 +291,8 @@ def compile_rules(ruleset: RuleSet, *, version: int = 0, checksum: str = "") -> 
         _compile_rule(index, rule, skill_index, ruleset.scoring)
         for index, rule in enumerate(ruleset.rules)
     )
+    ceiling = score_ceiling(ruleset.scoring)
+    precedence = float(math.floor(ceiling) + 1)
     implicit = CompiledRule(
         index=-1,
         name=IMPLICIT_RULE_NAME,
@@ -289,6 +311,8 @@ def compile_rules(ruleset: RuleSet, *, version: int = 0, checksum: str = "") -> 
         languages=tuple(vocab.languages),
         rules=compiled,
         implicit=implicit,
+        precedence_points=precedence,
+        base_points=max(MIN_BASE_POINTS, MAX_PRECEDENCE * precedence + ceiling + 1.0),
     )
 
 

@@ -1,14 +1,18 @@
 """The match score of contact-agent pairs, computed for whole groups at once with numpy.
 
-value(contact, agent) = BASE
+value(contact, agent) = base
+                      + precedence points · tier precedence (0, 1 or 2; see sla.precedence)
                       + priority · rule priority + wait · minutes waited (capped)
                       + skill_fit · agent's mean level on the required skills / 5
                       + preferred · weighted mean level on preferred skills / 5
                       + idle · minutes the agent has been idle (capped)
 
-BASE makes serving one more contact worth more than any difference in match quality, so the
-assignment serves as many contacts as capacity allows before it optimises who gets whom. The
-solver works on integer milli-points (`SCALE`).
+The base (`CompiledRules.base_points`, at least BASE) makes serving one more contact worth more
+than any precedence and match-quality difference, so the assignment serves as many contacts as
+capacity allows before anything else; one step of precedence is worth more than any difference in
+match quality, so among those maximal assignments it serves the fast lane first. Contacts that can
+be served at once form a transversal matroid, so serving as many as possible never costs the
+fast lane a contact it could have had. The solver works on integer milli-points (`SCALE`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class WaitingContact:
     priority: int
     wait_seconds: float
     excluded_agents: frozenset[str] = frozenset()
+    precedence: int = 0  # 0 normal, 1 served first (fast lane), 2 starvation guard
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,7 @@ class ScoreTerms:
     preferred: float
     idle: float
     total: float
+    precedence: float = 0.0  # the tier-precedence points included in total
 
 
 def stage_of(rules: CompiledRules, contact: WaitingContact) -> StagePlan:
@@ -217,7 +223,8 @@ def build_arcs(
         if len(members) == 1:
             only = contacts[members[0]]
             base_one = (
-                BASE
+                rules.base_points
+                + rules.precedence_points * only.precedence
                 + scoring.priority * only.priority
                 + scoring.wait * min(only.wait_seconds / 60.0, wait_cap)
             )
@@ -232,8 +239,12 @@ def build_arcs(
             waited = np.fromiter(
                 (contacts[i].wait_seconds for i in members), np.float64, len(members)
             )
+            precedence = np.fromiter(
+                (contacts[i].precedence for i in members), np.float64, len(members)
+            )
             base = (
-                BASE
+                rules.base_points
+                + rules.precedence_points * precedence
                 + scoring.priority * priority
                 + scoring.wait * np.minimum(waited / 60.0, wait_cap)
             )
@@ -291,7 +302,8 @@ def explain_candidates(
             mask[j] = False
     fit, pref, idle = agent_terms(pool, stage, scoring)
     prio, wait = contact_terms(contact, scoring)
-    total = BASE + prio + wait + fit + pref + idle
+    tier = rules.precedence_points * contact.precedence
+    total = rules.base_points + tier + prio + wait + fit + pref + idle
     eligible = np.flatnonzero(mask)
     best = eligible[np.argsort(-total[eligible], kind="stable")[:limit]]
     out = [
@@ -305,6 +317,7 @@ def explain_candidates(
             float(pref[j]),
             float(idle[j]),
             float(total[j]),
+            tier,
         )
         for j in best
     ]
@@ -321,6 +334,7 @@ def explain_candidates(
                 float(pref[j]),
                 float(idle[j]),
                 0.0,
+                tier,
             )
         )
     return out
@@ -351,9 +365,10 @@ def terms_for_rows(
     idx = np.asarray(rows, dtype=np.int64)
     fit, pref, idle = agent_terms(pool, stage_of(rules, contact), scoring, idx)
     prio, wait = contact_terms(contact, scoring)
-    base = BASE + prio + wait
+    tier = rules.precedence_points * contact.precedence
+    base = rules.base_points + tier + prio + wait
     return [
-        ScoreTerms(str(pool.ids[j]), True, "eligible", prio, wait, f, p, i, base + f + p + i)
+        ScoreTerms(str(pool.ids[j]), True, "eligible", prio, wait, f, p, i, base + f + p + i, tier)
         for j, f, p, i in zip(rows, fit.tolist(), pref.tolist(), idle.tolist(), strict=True)
     ]
 
@@ -377,7 +392,8 @@ def rank_for_one(
         return [], 0
     scoring = rules.ruleset.scoring
     base = (
-        BASE
+        rules.base_points
+        + rules.precedence_points * contact.precedence
         + scoring.priority * contact.priority
         + scoring.wait * min(contact.wait_seconds / 60.0, float(scoring.wait_cap_minutes))
     )

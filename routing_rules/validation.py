@@ -175,15 +175,16 @@ def _sla_problems(ruleset: RuleSet) -> Iterator[tuple[Path, str, str]]:
                 _unknown("channel", channel, channels),
                 "unknown_name",
             )
-    for path, zone in (
+    zones: list[tuple[Path, str]] = [
         (("calendar", "timezone"), ruleset.calendar.timezone),
         (("capacity_plan", "timezone"), ruleset.capacity_plan.timezone),
-    ):
+    ]
+    for path, zone in zones:
         if not _known_zone(zone):
             yield (
                 path,
                 f"unknown time zone {zone!r} (use an IANA name such as Europe/Berlin)",
-                ("unknown_name"),
+                "unknown_name",
             )
     spans: list[tuple[Path, str, str]] = [
         (("calendar", "hours", i), h.start, h.end) for i, h in enumerate(ruleset.calendar.hours)

@@ -10,11 +10,26 @@ import structlog
 from fastapi import FastAPI
 
 from service.agents import AgentDesk
-from service.api import agents, contacts, health, route, rules
+from service.api import (
+    agents,
+    appointments,
+    contacts,
+    fastlane,
+    health,
+    passes,
+    reports,
+    route,
+    rules,
+    webhooks,
+)
+from service.appointments import AppointmentBook
 from service.demo import demo_agents
 from service.dispatch import Dispatcher
+from service.events.delivery import WebhookDeliverer
+from service.events.endpoints import WebhookEndpoints
 from service.logging import configure_logging
 from service.middleware import RequestContext
+from service.passes import PassDesk
 from service.problems import install_problem_handlers
 from service.routing import RoutingService
 from service.rules_store import RulesStore
@@ -43,6 +58,11 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
             tasks.append(asyncio.create_task(app.state.rules.watch()))
             # Start the solver worker now: after a restart the first dispatch is the big one.
             tasks.append(asyncio.create_task(app.state.dispatcher.warm()))
+            tasks.append(asyncio.create_task(app.state.webhooks.run()))
+            # Passes sold or changed by another replica reach this one's in-memory index.
+            tasks.append(asyncio.create_task(app.state.passes.run(1.0)))
+            # Importing CP-SAT takes ~1.4 s: not on the first fast-lane booking's request.
+            tasks.append(asyncio.create_task(app.state.appointments.warm()))
         try:
             yield
         finally:
@@ -51,6 +71,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await app.state.webhooks.close()
             app.state.dispatcher.close()
             app.state.writer.stop()
             app.state.engine.dispose()
@@ -63,7 +84,18 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     )
     app.state.settings = settings
     install_problem_handlers(app)
-    for module in (route, contacts, agents, rules, health):
+    for module in (
+        route,
+        contacts,
+        agents,
+        rules,
+        passes,
+        fastlane,
+        appointments,
+        webhooks,
+        reports,
+        health,
+    ):
         app.include_router(module.router)
     app.add_middleware(
         RequestContext, max_body_bytes=settings.max_body_bytes, log_requests=settings.log_requests
@@ -89,6 +121,8 @@ async def _start(app: FastAPI, settings: Settings) -> None:
         solve_time_limit=settings.solve_time_limit_seconds,
         inline_max_arcs=settings.solve_inline_max_arcs,
     )
+    pass_desk = PassDesk(engine=engine, rules=store, settings=settings)
+    await pass_desk.recover()
     routing = RoutingService(
         state=state,
         dispatcher=dispatcher,
@@ -100,6 +134,7 @@ async def _start(app: FastAPI, settings: Settings) -> None:
         retention_seconds=settings.contact_memory_seconds,
         idempotency_window_seconds=settings.idempotency_window_seconds,
         exclusion_seconds=settings.reject_exclusion_seconds,
+        passes=pass_desk,
     )
     desk = AgentDesk(routing, engine)
     store.subscribe(routing.on_rules_changed)
@@ -107,6 +142,15 @@ async def _start(app: FastAPI, settings: Settings) -> None:
     app.state.engine, app.state.rules, app.state.state = engine, store, state
     app.state.writer, app.state.dispatcher = writer, dispatcher
     app.state.routing, app.state.agents = routing, desk
+    app.state.passes = pass_desk
+    app.state.appointments = AppointmentBook(
+        engine=engine,
+        rules=store,
+        passes=pass_desk,
+        reorder_time_limit=settings.reorder_time_limit_seconds,
+    )
+    app.state.webhooks = WebhookDeliverer(engine, settings)
+    app.state.webhook_endpoints = WebhookEndpoints(engine, app.state.webhooks)
     agents_loaded = await desk.recover()
 
     def _skills() -> set[str]:

@@ -39,6 +39,7 @@ class ContactState:
     promoted_by: str | None = None
     stage_name: str = ""
     entry: WaitingEntry | None = None
+    breach_warned: bool = False  # an `sla.breach_warning` was sent for it
 
     def to_row(self) -> dict[str, Any]:
         """The database row of this contact (a shallow copy: rows are written, not mutated)."""
@@ -86,7 +87,9 @@ class ContactState:
         )
 
 
-_ROW_FIELDS = tuple(f.name for f in fields(ContactState) if f.name not in ("stage_name", "entry"))
+_ROW_FIELDS = tuple(
+    f.name for f in fields(ContactState) if f.name not in ("stage_name", "entry", "breach_warned")
+)
 
 
 class ContactBook:

@@ -31,6 +31,8 @@ def queued_answer(
         "rule": contact.rule,
         "stage": contact.stage_name,
         "rules_version": rules.version,
+        "tier": contact.tier,
+        "tier_name": tier_name(rules, contact.tier),
         "explanation": queued_text(contact, position, staffed),
     }
 
@@ -56,6 +58,8 @@ def assigned_answer(
         "rule": contact.rule,
         "stage": placement.stage_name,
         "rules_version": rules.version,
+        "tier": contact.tier,
+        "tier_name": tier_name(rules, contact.tier),
         "explanation": (
             f"rule {contact.rule}, stage {placement.stage_name}: best of "
             f"{placement.eligible_count} eligible agent(s)"
@@ -91,6 +95,8 @@ def decision_row(
         "rules_version": rules.version,
         "method": method,
         "explanation": {
+            "tier": contact.tier,
+            "promoted_by": contact.promoted_by,
             "eligible_count": eligible,
             "candidates": [terms_dict(t) for t in candidates],
             "requirements": requirements_of(rules, contact.rule, contact.stage),
@@ -110,7 +116,13 @@ def terms_dict(t: ScoreTerms) -> dict[str, Any]:
         "preferred": t.preferred,
         "idle": t.idle,
         "total": t.total,
+        "precedence": t.precedence,
     }
+
+
+def tier_name(rules: CompiledRules, tier: str) -> str:
+    """The display name of a tier in the active rules."""
+    return str(getattr(rules.ruleset.tiers, tier).display_name)
 
 
 def rounded(candidate: dict[str, Any]) -> dict[str, Any]:

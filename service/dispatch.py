@@ -37,6 +37,7 @@ from service import clock, metrics
 from service.ids import new_id
 from service.state.base import RealtimeState
 from service.state.records import Reservation, WaitingEntry
+from sla.precedence import ShareLedger, precedence_of
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +54,9 @@ class Placement:
     stage_name: str
     candidates: list[ScoreTerms]
     eligible_count: int
+    # The standard tier's protection that put this contact ahead of a fast-lane contact left
+    # waiting by the same dispatch (the cost the fast lane paid), if any.
+    promoted_by: str | None = None
 
 
 @dataclass(slots=True)
@@ -114,6 +118,7 @@ class Dispatcher:
         self._time_limit = solve_time_limit
         self._inline_max_arcs = inline_max_arcs
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.ledger = ShareLedger()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         # Done once the current pool's worker has run a solve (True) or failed to (False).
         self._warming: asyncio.Task[bool] | None = None
@@ -230,6 +235,7 @@ class Dispatcher:
             if not await self._state.claim(entry, reservation):
                 metrics.CLAIMS_LOST.inc()
                 return None
+            self.ledger.record(entry.channel, entry.tier, now)
             placement = Placement(
                 entry,
                 reservation,
@@ -267,7 +273,18 @@ class Dispatcher:
                 ]
             )
             return result
-        contacts = [as_waiting_contact(rules, e, now) for e in advanced]
+        protection = rules.ruleset.tiers.protection
+        cap_engaged = self.ledger.cap_engaged(channel, now, protection)
+        precedences = [
+            precedence_of(
+                e.tier, now - e.enqueued_at, cap_engaged=cap_engaged, protection=protection
+            )
+            for e in advanced
+        ]
+        contacts = [
+            as_waiting_contact(rules, e, now, p.level)
+            for e, p in zip(advanced, precedences, strict=True)
+        ]
         arcs, had_eligible = build_arcs(rules, pool, contacts, c)
         changed = []
         for i, (entry, old) in enumerate(zip(advanced, entries, strict=True)):
@@ -282,6 +299,10 @@ class Dispatcher:
         assignment = await self._solve(len(contacts), capacity, arcs, channel)
         result.method = assignment.method
         chosen = np.flatnonzero(assignment.agent_of >= 0)
+        served = assignment.agent_of >= 0
+        fast_left_waiting = any(
+            e.tier == "fast_lane" and not served[i] for i, e in enumerate(entries)
+        )
         by_contact = np.argsort(arcs.contact, kind="stable")
         starts = np.searchsorted(arcs.contact[by_contact], np.arange(len(contacts) + 1))
         for i in chosen.tolist():
@@ -297,6 +318,10 @@ class Dispatcher:
             if not await self._state.claim(entry, reservation):
                 metrics.CLAIMS_LOST.inc()
                 continue
+            self.ledger.record(channel, entry.tier, now)
+            promoted_by = precedences[i].promoted_by if fast_left_waiting else None
+            if promoted_by is not None:
+                metrics.PROMOTIONS.labels(protection=promoted_by).inc()
             mine = by_contact[starts[i] : starts[i + 1]]
             candidates = _top_candidates(rules, pool, arcs, mine, contacts[i], row)
             result.placements.append(
@@ -307,6 +332,7 @@ class Dispatcher:
                     stage_of_name(rules, entry),
                     candidates,
                     int(mine.size),
+                    promoted_by,
                 )
             )
         result.seconds = time.perf_counter() - started
@@ -417,8 +443,10 @@ def rematch(rules: CompiledRules, entry: WaitingEntry, now: float) -> WaitingEnt
     )
 
 
-def as_waiting_contact(rules: CompiledRules, entry: WaitingEntry, now: float) -> WaitingContact:
-    """The core's view of a waiting entry."""
+def as_waiting_contact(
+    rules: CompiledRules, entry: WaitingEntry, now: float, precedence: int = 0
+) -> WaitingContact:
+    """The core's view of a waiting entry (with its tier precedence at this dispatch)."""
     rule = rules.rule_named(entry.rule)
     return WaitingContact(
         contact_id=entry.contact_id,
@@ -431,6 +459,7 @@ def as_waiting_contact(rules: CompiledRules, entry: WaitingEntry, now: float) ->
         # An agent who turned the contact down is passed over for a while, not for ever: a
         # small team (or a keep-waiting rule) must not strand the contact.
         excluded_agents=entry.excluded_agents if now < entry.excluded_until else frozenset(),
+        precedence=precedence,
     )
 
 

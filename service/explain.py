@@ -9,6 +9,7 @@ from routing_rules.scoring import explain_candidates
 from service import clock
 from service.decisions import requirements_of, rounded, terms_dict
 from service.dispatch import advance_stages, as_waiting_contact, stage_of_name
+from sla.precedence import precedence_of
 
 if TYPE_CHECKING:
     from service.routing import RoutingService
@@ -25,7 +26,14 @@ async def explain(routing: RoutingService, contact_id: str) -> dict[str, Any]:
         now = clock.now()
         entry = advance_stages(rules, [contact.entry], now)[0]
         pool = await routing.state.pool(contact.channel, now)
-        waiting = as_waiting_contact(rules, entry, now)
+        protection = rules.ruleset.tiers.protection
+        precedence = precedence_of(
+            entry.tier,
+            now - entry.enqueued_at,
+            cap_engaged=routing.dispatcher.ledger.cap_engaged(contact.channel, now, protection),
+            protection=protection,
+        )
+        waiting = as_waiting_contact(rules, entry, now, precedence.level)
         candidates = [terms_dict(t) for t in explain_candidates(rules, pool, waiting)]
         stage_name, stage = stage_of_name(rules, entry), entry.stage
     elif latest is not None:
@@ -36,6 +44,8 @@ async def explain(routing: RoutingService, contact_id: str) -> dict[str, Any]:
     return {
         "contact_id": contact_id,
         "status": contact.status,
+        "tier": contact.tier,
+        "promoted_by": contact.promoted_by,
         "rule": contact.rule,
         "stage": stage_name,
         "rules_version": latest["rules_version"] if latest else rules.version,

@@ -17,7 +17,7 @@ QUEUE_LENGTH = Gauge("skillroute_queue_length", "Contacts waiting for an agent",
 WAIT_SECONDS = Histogram(
     "skillroute_wait_seconds",
     "Time from route request to an agent reservation",
-    ["channel"],
+    ["channel", "tier"],
     buckets=(0.01, 1, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600),
 )
 CLAIMS_LOST = Counter(
@@ -27,11 +27,20 @@ SOLVE_FALLBACKS = Counter(
     "skillroute_solve_fallbacks_total", "Solves that ran out of time and fell back to greedy"
 )
 RESERVATIONS = Counter("skillroute_reservations_total", "Reservation outcomes", ["outcome"])
+PROMOTIONS = Counter(
+    "skillroute_tier_promotions_total",
+    "Standard contacts served ahead of a waiting fast-lane contact, by protection",
+    ["protection"],
+)
+PASS_CONSUME_RETRIES = Counter(
+    "skillroute_pass_consume_retries_total",
+    "Pass consumptions that failed and were queued for a retry",
+)
 RULES_RELOADS = Counter("skillroute_rules_reloads_total", "Rules changes by result", ["result"])
 
 
 _decisions: dict[tuple[str, str], Counter] = {}
-_waits: dict[str, Histogram] = {}
+_waits: dict[tuple[str, str], Histogram] = {}
 
 
 def decision(outcome: str, trigger: str) -> None:
@@ -42,11 +51,11 @@ def decision(outcome: str, trigger: str) -> None:
     child.inc()
 
 
-def wait_seconds(channel: str, seconds: float) -> None:
+def wait_seconds(channel: str, tier: str, seconds: float) -> None:
     """Observe how long a contact waited for its reservation."""
-    child = _waits.get(channel)
+    child = _waits.get((channel, tier))
     if child is None:
-        child = _waits[channel] = WAIT_SECONDS.labels(channel=channel)
+        child = _waits[(channel, tier)] = WAIT_SECONDS.labels(channel=channel, tier=tier)
     child.observe(seconds)
 
 

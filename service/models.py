@@ -59,6 +59,10 @@ class DecisionOut(BaseModel):
     rule: str
     stage: str
     rules_version: int
+    tier: Literal["standard", "fast_lane"] = Field(
+        description="from the customer's fast-lane pass, if any"
+    )
+    tier_name: str = Field(description="the tier's display name, as configured")
     explanation: str
 
 
@@ -75,8 +79,12 @@ class ContactOut(BaseModel):
     agent_id: str | None
     reservation_id: str | None
     reservation_expires_at: float | None
+    tier: Literal["standard", "fast_lane"]
+    pass_id: str | None
     created_at: float
     updated_at: float
+    assigned_at: float | None = Field(description="first offered to an agent")
+    connected_at: float | None = Field(description="answered: an agent accepted it")
     ended_at: float | None
 
 
@@ -92,6 +100,9 @@ class CandidateOut(BaseModel):
     preferred: float
     idle: float
     total: float
+    precedence: float = Field(
+        default=0.0, description="tier-precedence points included in total (fast lane first)"
+    )
 
 
 class ExplanationOut(BaseModel):
@@ -99,6 +110,11 @@ class ExplanationOut(BaseModel):
 
     contact_id: str
     status: str
+    tier: Literal["standard", "fast_lane"]
+    promoted_by: str | None = Field(
+        default=None,
+        description="the standard-tier protection that put it ahead of the fast lane, if any",
+    )
     rule: str
     stage: str
     rules_version: int
@@ -198,11 +214,12 @@ class QueueEntryOut(BaseModel):
     rule: str
     stage: str
     priority: int
+    tier: Literal["standard", "fast_lane"]
     wait_seconds: float
 
 
 class QueueOut(BaseModel):
-    """Every waiting contact, most urgent first."""
+    """Every waiting contact, most urgent first (the fast lane ahead of the standard tier)."""
 
     waiting: int
     by_channel: dict[str, int]

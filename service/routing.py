@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -21,9 +22,11 @@ from service import clock, metrics
 from service.contacts import ContactBook, ContactState
 from service.decisions import assigned_answer, decision_row, queued_answer
 from service.dispatch import Dispatcher, DispatchResult, Placement, rematch, schedule
+from service.events.outbox import event_row
 from service.explain import explain
 from service.gc_tuning import GcTuner
 from service.models import ContactIn
+from service.passes import PassDesk
 from service.problems import Conflict, NotFound, Unavailable
 from service.recovery import restore
 from service.rules_store import RulesStore
@@ -32,8 +35,12 @@ from service.state.records import Reservation, WaitingEntry
 from service.storage.archive import ContactArchive
 from service.storage.writer import BatchWriter
 from service.vocabulary import check_contact
+from sla.config import Tier
 
 log = structlog.get_logger(__name__)
+
+# A waiting contact raises `sla.breach_warning` once it has waited this share of its SLA.
+SLA_WARNING_SHARE = 0.8
 
 
 class RoutingService:
@@ -52,6 +59,7 @@ class RoutingService:
         retention_seconds: float = 3600.0,
         idempotency_window_seconds: float = 7 * 86400.0,
         exclusion_seconds: float = 120.0,
+        passes: PassDesk | None = None,
     ) -> None:
         self.state = state
         self.dispatcher = dispatcher
@@ -59,6 +67,11 @@ class RoutingService:
         self.writer = writer
         self.engine = engine
         self.archive = ContactArchive(engine, writer)
+        self.passes = passes
+        # Answered contacts whose pass settlement failed (database down): retried by `tick`.
+        self._unsettled: dict[str, ContactState] = {}
+        # (warn_at, contact_id): when a waiting contact nears its tier's SLA.
+        self._sla_watch: list[tuple[float, str]] = []
         self._ttl = reservation_ttl
         self._handle_seconds = default_handle_seconds
         self._idempotency_window = idempotency_window_seconds
@@ -99,6 +112,9 @@ class RoutingService:
             body.attributes,
         )
         rule = rules.rule_for(facts)
+        # The tier comes from the customer's pass, never from the request body.
+        pass_id = None if self.passes is None else self.passes.fast_lane_pass(body.customer_id, now)
+        tier: Tier = "standard" if pass_id is None else "fast_lane"
         stage = rule.next_stage(0, wait_seconds=0.0, stalled_seconds=0.0)
         next_check = rule.next_check_time(
             stage, enqueued_at=now, stage_entered_at=now, last_eligible_free_at=now
@@ -115,6 +131,7 @@ class RoutingService:
             now,
             now,
             next_check_at=next_check,
+            tier=tier,
         )
         contact = ContactState(
             contact_id=body.contact_id,
@@ -131,8 +148,12 @@ class RoutingService:
             updated_at=now,
             stage_name=rule.stages[stage].name,
             entry=entry,
+            tier=tier,
+            pass_id=pass_id,
         )
         self.contacts.add(contact)
+        if pass_id is not None and self.passes is not None:
+            self.passes.hold(pass_id, contact.contact_id)
         in_flight = self._in_flight[body.contact_id] = asyncio.get_running_loop().create_future()
         try:
             await self.state.add_waiting(entry)
@@ -163,12 +184,16 @@ class RoutingService:
             await self.state.end_reservation(
                 contact.reservation_id, keep_load=False, now=clock.now()
             )
+        if contact.pass_id is not None and self.passes is not None:
+            self.passes.release(contact.pass_id, contact.contact_id)
         self.contacts.discard(contact.contact_id)
 
     async def _queued(
         self, rules: CompiledRules, contact: ContactState, now: float
     ) -> dict[str, Any]:
-        position = await self.state.position(contact.channel, contact.priority)
+        position = await self.state.position(
+            contact.channel, contact.entry.queue_rank if contact.entry else contact.priority
+        )
         staffed = await self.state.staffed(contact.channel)
         estimate = position * self._handle_seconds / staffed if staffed else None
         self.writer.put_decision(
@@ -185,6 +210,14 @@ class RoutingService:
             )
         )
         metrics.decision("queued", "route")
+        self.writer.put_event(
+            event_row(
+                "contact.queued",
+                {**contact_event(contact), "queue_position": position},
+                now=now,
+            )
+        )
+        self._watch_sla(rules, contact)
         return queued_answer(contact, rules, position=position, staffed=staffed, estimate=estimate)
 
     def _placed(
@@ -205,6 +238,10 @@ class RoutingService:
         contact.stage_name = placement.stage_name
         contact.entry = placement.entry
         contact.updated_at = now
+        if contact.assigned_at is None:
+            contact.assigned_at = now
+        if placement.promoted_by is not None:
+            contact.promoted_by = placement.promoted_by
         self.writer.put_decision(
             decision_row(
                 contact,
@@ -219,7 +256,21 @@ class RoutingService:
             )
         )
         metrics.decision("assigned", trigger)
-        metrics.wait_seconds(contact.channel, now - contact.created_at)
+        metrics.wait_seconds(contact.channel, contact.tier, now - contact.created_at)
+        self.writer.put_event(
+            event_row(
+                "contact.assigned",
+                {
+                    **contact_event(contact),
+                    "agent_id": reservation.agent_id,
+                    "reservation_id": reservation.reservation_id,
+                    "expires_at": reservation.expires_at,
+                    "waited_seconds": round(now - contact.created_at, 3),
+                    "trigger": trigger,
+                },
+                now=now,
+            )
+        )
         return assigned_answer(contact, rules, placement, now=now)
 
     def _apply(self, rules: CompiledRules, result: DispatchResult, *, trigger: str) -> int:
@@ -307,11 +358,51 @@ class RoutingService:
                 rules, channel, trigger="timer", now=now, only=entries
             )
             self._apply(rules, result, trigger="timer")
+        self._warn_breaches(rules, now)
+        for contact in list(self._unsettled.values()):
+            del self._unsettled[contact.contact_id]
+            await self._settle_pass(contact, now)
         for channel in self.rules.compiled.channels:
             metrics.QUEUE_LENGTH.labels(channel=channel).set(
                 await self.state.waiting_count(channel)
             )
         self.contacts.evict(now)
+
+    def _watch_sla(self, rules: CompiledRules, contact: ContactState) -> None:
+        """Remember when a waiting contact should raise an SLA breach warning."""
+        level = getattr(rules.ruleset.tiers, contact.tier).sla.get(contact.channel)
+        if level is not None and not contact.breach_warned:
+            warn_at = contact.created_at + SLA_WARNING_SHARE * level.answer_seconds
+            heapq.heappush(self._sla_watch, (warn_at, contact.contact_id))
+
+    def _warn_breaches(self, rules: CompiledRules, now: float) -> None:
+        """Emit `sla.breach_warning` for contacts still unanswered near their SLA."""
+        while self._sla_watch and self._sla_watch[0][0] <= now:
+            _, contact_id = heapq.heappop(self._sla_watch)
+            contact = self.contacts.get(contact_id)
+            if (
+                contact is None
+                or contact.breach_warned
+                or contact.status not in ("queued", "reserved")
+            ):
+                continue
+            level = getattr(rules.ruleset.tiers, contact.tier).sla.get(contact.channel)
+            if level is None:
+                continue
+            contact.breach_warned = True
+            self.writer.put_event(
+                event_row(
+                    "sla.breach_warning",
+                    {
+                        **contact_event(contact),
+                        "status": contact.status,
+                        "waited_seconds": round(now - contact.created_at, 3),
+                        "answer_seconds": level.answer_seconds,
+                        "breach_at": contact.created_at + level.answer_seconds,
+                    },
+                    now=now,
+                )
+            )
 
     async def run_timer(self, interval: float) -> None:
         """Run `tick` forever every `interval` seconds."""
@@ -336,11 +427,41 @@ class RoutingService:
             )
         contact = self.contacts.get(reservation.contact_id)
         assert contact is not None, "every reserved contact is held in memory"
+        now = clock.now()
         contact.status = "connected"
-        contact.updated_at = clock.now()
+        contact.updated_at = contact.connected_at = now
         self.writer.put_contact(contact.to_row())
         metrics.RESERVATIONS.labels(outcome="accepted").inc()
+        if contact.pass_id is not None:
+            await self._settle_pass(contact, now)
         return reservation, contact
+
+    async def _settle_pass(self, contact: ContactState, now: float) -> None:
+        """The contact was answered: use up its single-incident pass, apply refund-on-breach.
+
+        A database failure must not undo the answer: the settlement is retried by the timer
+        (both steps are idempotent per pass and contact).
+        """
+        if self.passes is None or contact.pass_id is None or contact.connected_at is None:
+            return
+        try:
+            await self.passes.consume(contact.pass_id, contact.contact_id, now=now)
+            await self.passes.check_breach(
+                contact.pass_id,
+                contact.contact_id,
+                channel=contact.channel,
+                wait_seconds=contact.connected_at - contact.created_at,
+                now=now,
+            )
+        except Exception as exc:
+            metrics.PASS_CONSUME_RETRIES.inc()
+            log.warning(
+                "pass.settle_failed",
+                contact_id=contact.contact_id,
+                pass_id=contact.pass_id,
+                error=type(exc).__name__,
+            )
+            self._unsettled[contact.contact_id] = contact
 
     async def reject(self, reservation_id: str, reason: str) -> tuple[Reservation, ContactState]:
         """The agent turns the offer down: the contact is dispatched again without that agent."""
@@ -423,6 +544,7 @@ class RoutingService:
             contact.updated_at,
             contact.updated_at,
             frozenset(contact.excluded_agents),
+            tier=contact.tier,
         )
 
     # ---- contact end ---------------------------------------------------------------------
@@ -458,6 +580,9 @@ class RoutingService:
                 f"contact {contact_id} is {contact.status}; it can no longer be abandoned"
             )
         self._end(contact, "abandoned", now)
+        if contact.pass_id is not None and self.passes is not None:
+            # Never answered: a single-incident pass is not used up.
+            self.passes.release(contact.pass_id, contact.contact_id)
         if contact.agent_id is not None:
             await self.dispatch_channels([contact.channel], trigger="abandon")
         return contact
@@ -495,7 +620,7 @@ class RoutingService:
     async def queue(self) -> list[WaitingEntry]:
         """Every waiting contact, most urgent first."""
         entries = await self.state.waiting()
-        return sorted(entries, key=lambda e: (-e.priority, e.enqueued_at))
+        return sorted(entries, key=lambda e: (-e.queue_rank, e.enqueued_at))
 
     # ---- recovery ------------------------------------------------------------------------
     async def recover(self) -> int:
@@ -512,6 +637,17 @@ class RoutingService:
             if await restore(self.state, self.rules.compiled, contact, self._entry_for(contact)):
                 self.writer.put_contact(contact.to_row())
         return len(rows)
+
+
+def contact_event(contact: ContactState) -> dict[str, Any]:
+    """The fields every contact event carries."""
+    return {
+        "contact_id": contact.contact_id,
+        "customer_id": contact.customer_id,
+        "channel": contact.channel,
+        "tier": contact.tier,
+        "rule": contact.rule,
+    }
 
 
 def _request(body: ContactIn) -> dict[str, Any]:

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         gt=0,
         description="a retried route within this window replays the first decision",
     )
+    reorder_time_limit_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="CP-SAT time limit of one appointment reorder (the best plan found stands)",
+    )
     idempotency_key_ttl_seconds: float = Field(
         default=86400.0,
         gt=0,

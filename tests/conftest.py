@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -54,6 +55,22 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr(clock, "now", fake)
     return fake
+
+
+FAST_LANE_SECTIONS = ("tiers", "fast_lane", "calendar", "capacity_plan")
+
+
+def demo_rules_with(extra_yaml: str = "") -> str:
+    """The demo rules without their fast-lane sections (defaults apply), plus `extra_yaml`.
+
+    Tests that configure tiers, the calendar or a capacity plan start from the defaults, so
+    that only what they state is in effect.
+    """
+    document = yaml.safe_load(DEMO_RULES.read_text(encoding="utf-8"))
+    for section in FAST_LANE_SECTIONS:
+        document.pop(section, None)
+    document.update(yaml.safe_load(extra_yaml) or {})
+    return str(yaml.safe_dump(document, sort_keys=False))
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -194,6 +194,7 @@ def floors(draw: st.DrawFn) -> Floor:
                 priority=draw(st.integers(0, 100)),
                 wait_seconds=float(draw(st.integers(0, 3600))),
                 excluded_agents=frozenset(draw(st.sets(rejected, max_size=2))),
+                precedence=draw(st.integers(0, 2)),
             )
         )
     return Floor(pool, contacts)
@@ -232,6 +233,16 @@ def test_dispatch_respects_capacity_requirements_and_beats_first_come(floor: Flo
             assert int((assignment.agent_of >= 0).sum()) == most
             assert assignment.total_value >= first_come.total_value
             totals.add(assignment.total_value)
+            # Tier precedence: at every level, as many contacts of that level or above are
+            # served as could be at all (serving the most contacts never costs the fast lane).
+            for level in (1, 2):
+                upper = {(i, j) for i, j in allowed if queue[i].precedence >= level}
+                served_upper = sum(
+                    1
+                    for i, j in enumerate(assignment.agent_of)
+                    if j >= 0 and queue[i].precedence >= level
+                )
+                assert served_upper == max_served(len(queue), capacity.tolist(), upper)
         assert len(totals) == 1, "lsa, mcf and auto disagree on the optimum"
 
 

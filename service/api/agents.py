@@ -136,6 +136,7 @@ async def queue_snapshot(
                 rule=e.rule,
                 stage=stage,
                 priority=e.priority,
+                tier=e.tier,
                 wait_seconds=round(now - e.enqueued_at, 3),
             )
         )

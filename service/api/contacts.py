@@ -34,8 +34,12 @@ def _out(contact: ContactState) -> ContactOut:
         agent_id=contact.agent_id,
         reservation_id=contact.reservation_id,
         reservation_expires_at=contact.reservation_expires_at,
+        tier=contact.tier,
+        pass_id=contact.pass_id,
         created_at=contact.created_at,
         updated_at=contact.updated_at,
+        assigned_at=contact.assigned_at,
+        connected_at=contact.connected_at,
         ended_at=contact.ended_at,
     )
 

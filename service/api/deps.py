@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from service.agents import AgentDesk
+from service.events.endpoints import WebhookEndpoints
 from service.problems import Forbidden, Unauthorized
 from service.routing import RoutingService
 from service.rules_store import RulesStore
@@ -84,6 +85,11 @@ async def _rules(request: Request) -> RulesStore:
     return request.app.state.rules  # type: ignore[no-any-return]
 
 
+async def _webhook_endpoints(request: Request) -> WebhookEndpoints:
+    return request.app.state.webhook_endpoints  # type: ignore[no-any-return]
+
+
 RoutingDep = Annotated[RoutingService, Depends(_routing)]
+WebhooksDep = Annotated[WebhookEndpoints, Depends(_webhook_endpoints)]
 AgentsDep = Annotated[AgentDesk, Depends(_agents)]
 RulesDep = Annotated[RulesStore, Depends(_rules)]

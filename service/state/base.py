@@ -89,8 +89,8 @@ class RealtimeState(ABC):
         """How many contacts wait on `channel`."""
 
     @abstractmethod
-    async def position(self, channel: str, priority: int) -> int:
-        """Queue position of a contact that just joined `channel` with `priority`."""
+    async def position(self, channel: str, queue_rank: int) -> int:
+        """Queue position of a contact that just joined `channel` with `queue_rank`."""
 
     @abstractmethod
     async def claim(self, entry: WaitingEntry, reservation: Reservation) -> bool:

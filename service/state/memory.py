@@ -19,7 +19,13 @@ import numpy.typing as npt
 from routing_rules.compiled import CompiledRules
 from routing_rules.scoring import AgentPool
 from service.state.base import RealtimeState
-from service.state.records import AgentRecord, AgentStatus, Reservation, WaitingEntry
+from service.state.records import (
+    PRIORITY_LEVELS,
+    AgentRecord,
+    AgentStatus,
+    Reservation,
+    WaitingEntry,
+)
 
 # Process-wide, so that two state objects (tests, a rebuilt state) never share a version.
 _PROFILE_VERSIONS = itertools.count(1)
@@ -33,7 +39,9 @@ class MemoryState(RealtimeState):
         self._row: dict[str, int] = {}
         self._ids: list[str] = []
         self._waiting: dict[str, WaitingEntry] = {}  # insertion order = arrival order
-        self._priority_counts: dict[str, list[int]] = defaultdict(lambda: [0] * 101)
+        self._priority_counts: dict[str, list[int]] = defaultdict(
+            lambda: [0] * (2 * PRIORITY_LEVELS)
+        )
         self._checks: list[tuple[float, str]] = []  # heap of (next_check_at, contact_id)
         self._reservations: dict[str, Reservation] = {}
         self._rules = rules
@@ -189,7 +197,7 @@ class MemoryState(RealtimeState):
         if entry.contact_id in self._waiting:
             return
         self._waiting[entry.contact_id] = entry
-        self._priority_counts[entry.channel][entry.priority] += 1
+        self._priority_counts[entry.channel][entry.queue_rank] += 1
         self._schedule(entry)
 
     def _schedule(self, entry: WaitingEntry) -> None:
@@ -220,7 +228,7 @@ class MemoryState(RealtimeState):
         """Take a contact out of the waiting set; None if it was not waiting."""
         entry = self._waiting.pop(contact_id, None)
         if entry is not None:
-            self._priority_counts[entry.channel][entry.priority] -= 1
+            self._priority_counts[entry.channel][entry.queue_rank] -= 1
         return entry
 
     async def waiting(self, channel: str | None = None) -> list[WaitingEntry]:
@@ -241,10 +249,10 @@ class MemoryState(RealtimeState):
         """How many contacts wait on `channel`."""
         return sum(self._priority_counts[channel]) if channel in self._priority_counts else 0
 
-    async def position(self, channel: str, priority: int) -> int:
-        """Queue position of a contact that just joined `channel` with `priority`."""
+    async def position(self, channel: str, queue_rank: int) -> int:
+        """Queue position of a contact that just joined `channel` with `queue_rank`."""
         counts = self._priority_counts[channel]
-        return sum(counts[priority:])
+        return sum(counts[queue_rank:])
 
     # ---- claims and reservations --------------------------------------------------------
     async def claim(self, entry: WaitingEntry, reservation: Reservation) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from routing_rules.compiled import ContactFacts
+from sla.config import Tier
 
 AgentStatus = Literal["offline", "available", "busy", "wrap_up", "break"]
 ContactStatus = Literal["queued", "reserved", "connected", "completed", "abandoned"]
@@ -42,6 +43,15 @@ class WaitingEntry:
     excluded_agents: frozenset[str] = field(default_factory=frozenset)
     excluded_until: float = 0.0  # the exclusions apply until then
     next_check_at: float = math.inf  # when a relaxation stage may start; see CompiledRule
+    tier: Tier = "standard"  # from the customer's pass when the contact arrived
+
+    @property
+    def queue_rank(self) -> int:
+        """Orders the queue for positions: the fast lane first, then rule priority (0-201)."""
+        return self.priority + (PRIORITY_LEVELS if self.tier == "fast_lane" else 0)
+
+
+PRIORITY_LEVELS = 101  # rule priorities 0-100
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,10 @@ class ContactRow(SQLModel, table=True):
     """A contact's request, where it is now, and the first decision (replayed on retries)."""
 
     __tablename__ = "contacts"
-    __table_args__ = (Index("ix_contacts_status", "status"),)
+    __table_args__ = (
+        Index("ix_contacts_status", "status"),
+        Index("ix_contacts_created_at", "created_at"),  # reports select by offered time
+    )
 
     contact_id: str = Field(primary_key=True, max_length=128)
     customer_id: str = Field(max_length=128, index=True)
@@ -93,7 +96,10 @@ class PassRow(SQLModel, table=True):
     """A fast-lane pass a billing system bought for a customer."""
 
     __tablename__ = "passes"
-    __table_args__ = (Index("ix_passes_customer", "customer_id", "status"),)
+    __table_args__ = (
+        Index("ix_passes_customer", "customer_id", "status"),
+        Index("ix_passes_updated_at", "updated_at"),  # replicas refresh what changed
+    )
 
     pass_id: str = Field(primary_key=True, max_length=64)
     customer_id: str = Field(max_length=128)
@@ -203,7 +209,7 @@ class WebhookDeliveryRow(SQLModel, table=True):
     delivery_id: str = Field(primary_key=True, max_length=64)
     event_seq: int = Field(foreign_key="outbox.seq", index=True)
     endpoint_id: str = Field(max_length=64, foreign_key="webhook_endpoints.endpoint_id")
-    status: str = Field(max_length=16)  # pending | delivered | failed
+    status: str = Field(max_length=16)  # pending | delivered | failed | cancelled
     attempts: int = 0
     next_attempt_at: float
     last_status_code: int | None = None

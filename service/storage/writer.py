@@ -2,10 +2,12 @@
 
 A commit per request costs more than the whole request, so contact and decision rows are
 queued and written by one background thread in a single transaction every
-`flush_interval` seconds (or as soon as `batch_max` rows wait). What a crash can lose: the rows
-of the last flush interval (50 ms by default) that had not yet been committed. The ACD's retry
-of such a contact is then routed afresh. If the database fails, rows stay queued and are
-retried; `/readyz` reports the writer unhealthy until a flush succeeds.
+`flush_interval` seconds (or as soon as `batch_max` rows wait). Events about those contacts
+(`contact.queued`, `contact.assigned`, `sla.breach_warning`) go to the outbox in the same
+transaction, so an event is committed exactly when the change it reports is. What a crash can
+lose: the rows of the last flush interval (50 ms by default) that had not yet been committed.
+The ACD's retry of such a contact is then routed afresh. If the database fails, rows stay
+queued and are retried; `/readyz` reports the writer unhealthy until a flush succeeds.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class BatchWriter:
         self._stop = threading.Event()
         self._contacts: dict[str, dict[str, Any]] = {}
         self._decisions: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
         self._thread: threading.Thread | None = None
         self.healthy = True
         self.last_error: str | None = None
@@ -55,7 +58,7 @@ class BatchWriter:
     @property
     def pending(self) -> int:
         """Rows queued and not yet committed."""
-        return len(self._contacts) + len(self._decisions)
+        return len(self._contacts) + len(self._decisions) + len(self._events)
 
     def put_contact(self, row: dict[str, Any]) -> None:
         """Queue the newest state of a contact (later puts of the same id replace it)."""
@@ -70,6 +73,14 @@ class BatchWriter:
         with self._lock:
             self._check_backlog()
             self._decisions.append(row)
+            if self.pending >= self._batch_max:
+                self._wake.set()
+
+    def put_event(self, row: dict[str, Any]) -> None:
+        """Queue one outbox event (an `outbox.event_row`), committed with the rows beside it."""
+        with self._lock:
+            self._check_backlog()
+            self._events.append(row)
             if self.pending >= self._batch_max:
                 self._wake.set()
 
@@ -110,18 +121,22 @@ class BatchWriter:
         with self._lock:
             contacts, self._contacts = self._contacts, {}
             decisions, self._decisions = self._decisions, []
-        if not contacts and not decisions:
+            events, self._events = self._events, []
+        if not contacts and not decisions and not events:
             return True
         try:
             started = time.perf_counter()
             contact_params = self._params(contacts.values(), self._contact_params)
             decision_params = self._params(decisions, self._decision_params)
+            event_params = self._params(events, self._event_params)
             with self._engine.begin() as connection:
                 if contact_params:
                     connection.exec_driver_sql(self._contact_sql, contact_params)
                 if decision_params:
                     connection.exec_driver_sql(self._decision_sql, decision_params)
-            self.flushed_rows += len(contacts) + len(decisions)
+                if event_params:
+                    connection.exec_driver_sql(self._event_sql, event_params)
+            self.flushed_rows += len(contacts) + len(decisions) + len(events)
             if not self.healthy:
                 log.info("writer.recovered", seconds=round(time.perf_counter() - started, 4))
             self.healthy, self.last_error = True, None
@@ -131,6 +146,7 @@ class BatchWriter:
                 for contact_id, row in contacts.items():
                     self._contacts.setdefault(contact_id, row)
                 self._decisions[:0] = decisions
+                self._events[:0] = events
             self.healthy, self.last_error = False, f"{type(exc).__name__}: {exc}"[:500]
             log.error("writer.flush_failed", error=self.last_error, pending=self.pending)
             return False
@@ -153,6 +169,10 @@ class BatchWriter:
             f"INSERT INTO decisions ({', '.join(decision_columns)}) "
             f"VALUES ({', '.join([mark] * len(decision_columns))}) "
             "ON CONFLICT (decision_id) DO NOTHING"
+        )
+        self._event_sql = (
+            f"INSERT INTO outbox ({', '.join(_EVENT_COLUMNS)}) "
+            f"VALUES ({', '.join([mark] * len(_EVENT_COLUMNS))})"
         )
         self._contact_columns = contact_columns
         self._decision_columns = decision_columns
@@ -185,10 +205,22 @@ class BatchWriter:
             _json(row[c]) if c in self._contact_json else row[c] for c in self._contact_columns
         )
 
+    def _event_params(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return (
+            row["event_id"],
+            row["type"],
+            _json(row["payload"]),
+            row["created_at"],
+            row["fanned_out"],
+        )
+
     def _decision_params(self, row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(
             _json(row[c]) if c in self._decision_json else row[c] for c in self._decision_columns
         )
+
+
+_EVENT_COLUMNS = ("event_id", "type", "payload", "created_at", "fanned_out")
 
 
 def _json(value: Any) -> str:
