@@ -2,8 +2,8 @@
 
     python -m bench.bench_passes [--purchases 5000] [--connections 16]
 
-Starts skillroute twice: on the demo rules (no capacity plan, so the sales guard has nothing
-to judge) and on the demo rules plus a staffing plan big enough that every pass sells (so
+Starts skillroute twice: on the demo rules without their capacity plan (so the sales guard has
+nothing to judge) and on the demo rules with a staffing plan big enough that every pass sells (so
 each sale pays for the guard: interval capacities, pass demand over the next 7 days). Each
 run sells `--purchases` single-incident passes, each with its own Idempotency-Key, in a
 closed loop; then sends every purchase again with the same key and body, which replays the
@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import orjson
+import yaml
 
 from bench.bench_route import ROOT, _free_port, _start, _uvicorn
 from bench.loadgen import LoadResult, RequestFactory, closed_loop, post
@@ -110,9 +111,13 @@ def main() -> None:
     args = parser.parse_args()
     print("command: python -m bench.bench_passes " + " ".join(sys.argv[1:]))
     tmp = Path(tempfile.mkdtemp(prefix="skillroute-bench-passes-"))
-    demo = ROOT / "routing_rules/examples/demo.yaml"
+    document = yaml.safe_load((ROOT / "routing_rules/examples/demo.yaml").read_text("utf-8"))
+    document.pop("capacity_plan", None)
+    demo = tmp / "unplanned.yaml"
+    demo.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    document.update(yaml.safe_load(PLAN))
     planned = tmp / "planned.yaml"
-    planned.write_text(demo.read_text(encoding="utf-8") + PLAN, encoding="utf-8")
+    planned.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     rows: list[dict[str, object]] = []
     for label, rules in (("no plan (guard idle)", demo), ("capacity plan (guard on)", planned)):
         port = _free_port()
