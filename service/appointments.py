@@ -7,6 +7,11 @@ cancellations are serialised by an asyncio lock: the seat counts are read, decid
 written without another booking in between. That is safe for one process per database, which
 is how skillroute runs today; several processes would need a database lock as well.
 
+A booking is in the fast lane when the customer has a subscription granting it at booking
+time (`PassDesk.subscription_pass`); a subscription is never used up, so it books any number
+of fast-lane appointments. A single-incident pass is for one contact, not for appointments: a
+customer with only such passes books as standard, and the pass stays unused.
+
 A retry of `book` with the same appointment id and the same request replays the first
 response (kept in `idempotency_keys` for the caller's API key); the same id with a different
 request is a conflict.
@@ -102,7 +107,7 @@ class AppointmentBook:
         check_vocabulary(ruleset, request)
         policy = CalendarPolicy.from_config(ruleset.calendar)
         check_window(request, policy, now)
-        pass_id = self._passes.fast_lane_pass(request.customer_id, now)
+        pass_id = self._passes.subscription_pass(request.customer_id, now)
         async with self._lock:
             return await _in_thread(
                 self._book, request, caller, pass_id, ruleset.calendar, policy, now

@@ -87,6 +87,17 @@ class ContactState:
         )
 
 
+def contact_event(contact: ContactState) -> dict[str, Any]:
+    """The fields every contact event carries."""
+    return {
+        "contact_id": contact.contact_id,
+        "customer_id": contact.customer_id,
+        "channel": contact.channel,
+        "tier": contact.tier,
+        "rule": contact.rule,
+    }
+
+
 _ROW_FIELDS = tuple(
     f.name for f in fields(ContactState) if f.name not in ("stage_name", "entry", "breach_warned")
 )

@@ -235,7 +235,6 @@ class Dispatcher:
             if not await self._state.claim(entry, reservation):
                 metrics.CLAIMS_LOST.inc()
                 return None
-            self.ledger.record(entry.channel, entry.tier, now)
             placement = Placement(
                 entry,
                 reservation,
@@ -299,9 +298,16 @@ class Dispatcher:
         assignment = await self._solve(len(contacts), capacity, arcs, channel)
         result.method = assignment.method
         chosen = np.flatnonzero(assignment.agent_of >= 0)
-        served = assignment.agent_of >= 0
-        fast_left_waiting = any(
-            e.tier == "fast_lane" and not served[i] for i, e in enumerate(entries)
+        # Agents that a fast-lane contact left waiting by this dispatch could have taken: a
+        # protection cost the fast lane something only where it handed such an agent to a
+        # standard contact.
+        fast_left = np.fromiter(
+            (e.tier == "fast_lane" and assignment.agent_of[i] < 0 for i, e in enumerate(entries)),
+            np.bool_,
+            len(entries),
+        )
+        fast_agents = (
+            set(arcs.agent[fast_left[arcs.contact]].tolist()) if fast_left.any() else set()
         )
         by_contact = np.argsort(arcs.contact, kind="stable")
         starts = np.searchsorted(arcs.contact[by_contact], np.arange(len(contacts) + 1))
@@ -318,8 +324,7 @@ class Dispatcher:
             if not await self._state.claim(entry, reservation):
                 metrics.CLAIMS_LOST.inc()
                 continue
-            self.ledger.record(channel, entry.tier, now)
-            promoted_by = precedences[i].promoted_by if fast_left_waiting else None
+            promoted_by = precedences[i].promoted_by if row in fast_agents else None
             if promoted_by is not None:
                 metrics.PROMOTIONS.labels(protection=promoted_by).inc()
             mine = by_contact[starts[i] : starts[i + 1]]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
+import structlog
 from fastapi import Depends, Header
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -42,6 +43,7 @@ REPLAY_HEADER = "Idempotent-Replay"
 MAX_KEY_LENGTH = 255
 _TABLE = IdempotencyRow.__table__  # type: ignore[attr-defined]
 _CLAIM_ATTEMPTS = 5
+log = structlog.get_logger(__name__)
 
 
 _SQLITE_WRITERS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
@@ -280,15 +282,36 @@ async def run_once(
         await asyncio.to_thread(store.abandon, found)
         raise
     except BaseException:
-        # Cancelled (the client went away): a cancelled task cannot await a thread, and the
-        # key must not stay "in progress" until it goes stale.
-        store.abandon(found)
+        # Cancelled (the client went away): the key must not stay "in progress" until it goes
+        # stale, but the cancelled request's scope would cancel an await, and running the
+        # delete here could block the event loop on SQLite's write lock. A worker thread
+        # frees the key shortly after.
+        _abandon_in_background(store, found)
         raise
     if not found.recorded and 200 <= status_code < 300:
         await asyncio.to_thread(store.record, found, status_code=status_code, body=body)
     elif not found.recorded:
         await asyncio.to_thread(store.abandon, found)
     return Outcome(status_code, body, replayed=False)
+
+
+# Keys being freed in worker threads after a cancellation (a reference keeps each alive).
+_ABANDONING: set[asyncio.Future[None]] = set()
+
+
+def _abandon_in_background(store: IdempotencyStore, claim: Claim) -> asyncio.Future[None]:
+    """Free a cancelled request's key in a worker thread, without waiting for it."""
+    future = asyncio.get_running_loop().run_in_executor(None, store.abandon, claim)
+    _ABANDONING.add(future)
+    future.add_done_callback(_abandoned)
+    return future
+
+
+def _abandoned(future: asyncio.Future[None]) -> None:
+    _ABANDONING.discard(future)
+    if not future.cancelled() and future.exception() is not None:
+        # The key stays in progress; a retry takes it over once it is stale.
+        log.warning("idempotency.abandon_failed", error=repr(future.exception()))
 
 
 async def idempotency_key(

@@ -10,6 +10,18 @@ When a pass grants the fast lane:
   when the contact queues: an abandoned contact gives it back. While a contact waits with it,
   that contact *holds* it and it is not offered to the customer's other contacts.
 
+Only a subscription books fast-lane appointments (`subscription_pass`); a single-incident pass
+is for one contact.
+
+A full refund is always allowed, even while a contact waits with the pass: that contact keeps
+its place in the fast lane (it was queued there), but the pass is not consumed when it is
+answered, since nothing was paid for it any more. A pass being cancelled is not offered to new
+contacts and cannot be held; a held pass cannot be cancelled.
+
+If a consumption is lost (a database failure when the contact was answered, or a crash before
+it committed), `recover()` keeps the pass held by its answered contact and `settle_answered()`
+consumes it at start, from the contacts table.
+
 `fast_lane_pass` is on the route hot path, so it answers from memory: every pass that may grant
 the fast lane, by customer, loaded by `recover()` and updated by every write (and by
 `refresh()` for writes of other replicas). The database stays the source of truth: using,
@@ -91,6 +103,14 @@ class PassDesk:
         self._by_customer: dict[str, tuple[PassView, ...]] = {}
         self._views: dict[str, PassView] = {}  # every pass that may grant, by id
         self._holds: dict[str, str] = {}  # single-incident pass id -> waiting contact id
+        # Passes whose cancellation is being written (by how many requests): neither offered
+        # nor held meanwhile.
+        self._cancelling: dict[str, int] = {}
+        # Taken by `hold` (event loop) and by `cancel`'s hold check (worker thread), so a hold
+        # and a cancellation of the same pass cannot both succeed. Separate from `_lock`, which
+        # a sale keeps through the sales guard's computation, so the route path never waits
+        # on that.
+        self._hold_lock = threading.Lock()
         self._pending: dict[str, PassView] = {}  # guarded sales not yet committed
         # The guard's demand: every pass at the last rebuild, then the changes since.
         self._demand_base: tuple[PassRates, PassDemand] | None = None
@@ -115,18 +135,38 @@ class PassDesk:
         and is not held by another waiting contact.
         """
         for view in self._by_customer.get(customer_id, ()):
-            if view.valid_from <= now < view.valid_until and (
-                view.kind == "subscription" or view.pass_id not in self._holds
+            if (
+                view.valid_from <= now < view.valid_until
+                and (view.kind == "subscription" or view.pass_id not in self._holds)
+                and view.pass_id not in self._cancelling
             ):
                 return view.pass_id
         return None
 
+    def subscription_pass(self, customer_id: str, now: float) -> str | None:
+        """The customer's subscription granting the fast lane at `now`, if any (appointments)."""
+        for view in self._by_customer.get(customer_id, ()):
+            if view.kind != "subscription":
+                break  # ranked: subscriptions come first
+            if view.valid_from <= now < view.valid_until and view.pass_id not in self._cancelling:
+                return view.pass_id
+        return None
+
     def hold(self, pass_id: str, contact_id: str) -> bool:
-        """A waiting contact holds its single-incident pass; False if another contact does."""
+        """A waiting contact holds its single-incident pass.
+
+        False if another contact holds it, or it no longer grants the fast lane (used,
+        cancelled or being cancelled, fully refunded): the contact is then not riding on it.
+        """
         view = self._views.get(pass_id)
         if view is not None and view.kind == "subscription":
-            return True  # shared by all the customer's contacts
-        return self._holds.setdefault(pass_id, contact_id) == contact_id
+            return pass_id not in self._cancelling  # shared by all the customer's contacts
+        with self._hold_lock:
+            # Looked up again under the lock: a cancellation that finished meanwhile has
+            # removed the pass from the index before it stopped marking it as cancelling.
+            if self._views.get(pass_id) is None or pass_id in self._cancelling:
+                return False
+            return self._holds.setdefault(pass_id, contact_id) == contact_id
 
     def release(self, pass_id: str, contact_id: str) -> None:
         """The contact ended without being answered (abandoned): its hold ends."""
@@ -139,7 +179,11 @@ class PassDesk:
 
     # ---- start and other replicas ---------------------------------------------------------
     async def recover(self) -> None:
-        """Load the passes that may grant the fast lane, and the holds of waiting contacts."""
+        """Load the passes that may grant the fast lane, and the holds of waiting contacts.
+
+        A connected (answered, not yet ended) contact whose single-incident pass is still
+        active holds it too: its consumption was lost, and `settle_answered` redoes it.
+        """
         loaded, held = await asyncio.to_thread(self._recover, clock.now())
         log.info("passes.recovered", passes=loaded, holds=held)
 
@@ -148,11 +192,24 @@ class PassDesk:
             rows = connection.execute(
                 select(_PASSES).where(_PASSES.c.status == "active", _PASSES.c.valid_until > now)
             ).all()
-            holds = connection.execute(
-                select(_CONTACTS.c.pass_id, _CONTACTS.c.contact_id).where(
-                    _CONTACTS.c.status.in_(("queued", "reserved")),
-                    _CONTACTS.c.pass_id.is_not(None),
+            holds = list(
+                connection.execute(
+                    select(_CONTACTS.c.pass_id, _CONTACTS.c.contact_id).where(
+                        _CONTACTS.c.status.in_(("queued", "reserved")),
+                        _CONTACTS.c.pass_id.is_not(None),
+                    )
+                ).all()
+            )
+            # After the waiting ones, so an answered contact's hold wins (it used the pass).
+            holds += connection.execute(
+                select(_CONTACTS.c.pass_id, _CONTACTS.c.contact_id)
+                .join(_PASSES, _PASSES.c.pass_id == _CONTACTS.c.pass_id)
+                .where(
+                    _CONTACTS.c.status == "connected",
+                    _PASSES.c.kind == "single_incident",
+                    _PASSES.c.status == "active",
                 )
+                .order_by(_CONTACTS.c.connected_at.desc())
             ).all()
         with self._lock:
             self._by_customer.clear()
@@ -361,14 +418,70 @@ class PassDesk:
         """The contact was answered: a single-incident pass is used up, exactly once.
 
         Call it when the agent accepts the contact, never when it queues. True when this call
-        used the pass; False for a subscription or a pass already used, cancelled or unknown.
+        used the pass; False for a subscription or a pass already used, cancelled, fully
+        refunded or unknown. Either way the contact's hold ends.
         """
         view = self._views.get(pass_id)
         if view is not None and view.kind == "subscription":
             return False
         return await asyncio.to_thread(self._consume, pass_id, contact_id, now)
 
-    def _consume(self, pass_id: str, contact_id: str, now: float) -> bool:
+    async def settle_answered(self, now: float) -> int:
+        """Consume the passes of answered contacts whose consumption was lost; how many.
+
+        Every still-active single-incident pass whose contact has `connected_at` set in the
+        contacts table (connected or completed) is consumed as by `consume`, at the time the
+        contact was answered, with its `pass.consumed` event; refund-on-breach is applied to
+        it as when the contact was answered. Run it at start, after `recover()`.
+        """
+        return await asyncio.to_thread(self._settle_answered, now)
+
+    def _settle_answered(self, now: float) -> int:
+        with self._engine.connect() as connection:
+            answered = connection.execute(
+                select(
+                    _PASSES.c.pass_id,
+                    _CONTACTS.c.contact_id,
+                    _CONTACTS.c.channel,
+                    _CONTACTS.c.created_at,
+                    _CONTACTS.c.connected_at,
+                )
+                .join(_CONTACTS, _CONTACTS.c.pass_id == _PASSES.c.pass_id)
+                .where(
+                    _PASSES.c.kind == "single_incident",
+                    _PASSES.c.status == "active",
+                    _CONTACTS.c.connected_at.is_not(None),
+                )
+                # The first contact answered used the pass, should two name it.
+                .order_by(_CONTACTS.c.connected_at, _CONTACTS.c.contact_id)
+            ).all()
+        settled = 0
+        seen: set[str] = set()
+        for pass_id, contact_id, channel, created_at, connected_at in answered:
+            if pass_id in seen:
+                continue
+            seen.add(pass_id)
+            if not self._consume(pass_id, contact_id, now, used_at=connected_at):
+                continue
+            settled += 1
+            if self._breached(channel, connected_at - created_at):
+                self._refund_breach(pass_id, contact_id, now)
+        if settled:
+            log.info("passes.settled_answered", passes=settled)
+        return settled
+
+    def _breached(self, channel: str, wait_seconds: float) -> bool:
+        """Whether refund-on-breach applies to a contact answered after this wait."""
+        ruleset = self._rules.compiled.ruleset
+        level = ruleset.tiers.fast_lane.sla.get(channel)
+        if not ruleset.fast_lane.refund_on_breach or level is None:
+            return False
+        return wait_seconds > level.answer_seconds
+
+    def _consume(
+        self, pass_id: str, contact_id: str, now: float, *, used_at: float | None = None
+    ) -> bool:
+        used_at = now if used_at is None else used_at
         with write_transaction(self._engine) as connection:
             used = connection.execute(
                 update(_PASSES)
@@ -376,8 +489,16 @@ class PassDesk:
                     _PASSES.c.pass_id == pass_id,
                     _PASSES.c.kind == "single_incident",
                     _PASSES.c.status == "active",
+                    # A fully refunded pass was given back: its contact keeps its place in the
+                    # fast lane, but nothing paid is left to use up.
+                    or_(
+                        _PASSES.c.price_amount <= 0,
+                        _PASSES.c.refunded_amount < _PASSES.c.price_amount,
+                    ),
                 )
-                .values(status="consumed", contact_id=contact_id, consumed_at=now, updated_at=now)
+                .values(
+                    status="consumed", contact_id=contact_id, consumed_at=used_at, updated_at=now
+                )
             )
             if used.rowcount != 1:
                 view = None
@@ -390,7 +511,7 @@ class PassDesk:
                         "pass_id": pass_id,
                         "customer_id": view.customer_id,
                         "contact_id": contact_id,
-                        "consumed_at": now,
+                        "consumed_at": used_at,
                     },
                     now=now,
                 )
@@ -411,11 +532,7 @@ class PassDesk:
         contact used (call it after `consume`; a subscription is not refunded for one
         contact); at most once per pass. The refund is automatic, reason "sla_breach".
         """
-        ruleset = self._rules.compiled.ruleset
-        level = ruleset.tiers.fast_lane.sla.get(channel)
-        if not ruleset.fast_lane.refund_on_breach or level is None:
-            return None
-        if wait_seconds <= level.answer_seconds:
+        if not self._breached(channel, wait_seconds):
             return None
         return await asyncio.to_thread(self._refund_breach, pass_id, contact_id, now)
 
@@ -535,12 +652,26 @@ class PassDesk:
 
     def cancel(self, pass_id: str, *, now: float) -> dict[str, Any]:
         """Cancel a subscription or an unused single-incident pass; repeating it is harmless."""
-        holder = self._holds.get(pass_id)
-        if holder is not None:
-            raise Conflict(
-                f"contact {holder} is waiting in the fast lane with this pass; cancel it after "
-                "that contact ends"
-            )
+        with self._hold_lock:
+            # Checked and marked in one step: from here until the cancellation is written and
+            # applied, `hold` refuses the pass and `fast_lane_pass` does not offer it.
+            holder = self._holds.get(pass_id)
+            if holder is not None:
+                raise Conflict(
+                    f"contact {holder} is waiting in the fast lane with this pass; cancel it "
+                    "after that contact ends"
+                )
+            self._cancelling[pass_id] = self._cancelling.get(pass_id, 0) + 1
+        try:
+            return self._cancel(pass_id, now)
+        finally:
+            with self._hold_lock:
+                if self._cancelling[pass_id] == 1:
+                    del self._cancelling[pass_id]
+                else:
+                    self._cancelling[pass_id] -= 1
+
+    def _cancel(self, pass_id: str, now: float) -> dict[str, Any]:
         with write_transaction(self._engine) as connection:
             cancelled = connection.execute(
                 update(_PASSES)

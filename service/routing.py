@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import heapq
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -19,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from routing_rules.compiled import CompiledRules, ContactFacts
 from service import clock, metrics
-from service.contacts import ContactBook, ContactState
+from service.contacts import ContactBook, ContactState, contact_event
 from service.decisions import assigned_answer, decision_row, queued_answer
 from service.dispatch import Dispatcher, DispatchResult, Placement, rematch, schedule
 from service.events.outbox import event_row
@@ -30,6 +29,7 @@ from service.passes import PassDesk
 from service.problems import Conflict, NotFound, Unavailable
 from service.recovery import restore
 from service.rules_store import RulesStore
+from service.sla_watch import SlaWatch
 from service.state.base import RealtimeState
 from service.state.records import Reservation, WaitingEntry
 from service.storage.archive import ContactArchive
@@ -38,9 +38,6 @@ from service.vocabulary import check_contact
 from sla.config import Tier
 
 log = structlog.get_logger(__name__)
-
-# A waiting contact raises `sla.breach_warning` once it has waited this share of its SLA.
-SLA_WARNING_SHARE = 0.8
 
 
 class RoutingService:
@@ -70,8 +67,6 @@ class RoutingService:
         self.passes = passes
         # Answered contacts whose pass settlement failed (database down): retried by `tick`.
         self._unsettled: dict[str, ContactState] = {}
-        # (warn_at, contact_id): when a waiting contact nears its tier's SLA.
-        self._sla_watch: list[tuple[float, str]] = []
         self._ttl = reservation_ttl
         self._handle_seconds = default_handle_seconds
         self._idempotency_window = idempotency_window_seconds
@@ -81,6 +76,7 @@ class RoutingService:
         self.contacts = ContactBook(
             memory_seconds=retention_seconds, idempotency_window_seconds=idempotency_window_seconds
         )
+        self.sla_watch = SlaWatch(self.contacts, writer)
 
     # ---- route ---------------------------------------------------------------------------
     async def route(self, body: ContactIn, raw: bytes) -> tuple[dict[str, Any], bool]:
@@ -113,7 +109,10 @@ class RoutingService:
         )
         rule = rules.rule_for(facts)
         # The tier comes from the customer's pass, never from the request body.
-        pass_id = None if self.passes is None else self.passes.fast_lane_pass(body.customer_id, now)
+        passes = self.passes
+        pass_id = None if passes is None else passes.fast_lane_pass(body.customer_id, now)
+        if pass_id is not None and passes is not None and not passes.hold(pass_id, body.contact_id):
+            pass_id = None  # cancelled or refunded just now, or held by another contact
         tier: Tier = "standard" if pass_id is None else "fast_lane"
         stage = rule.next_stage(0, wait_seconds=0.0, stalled_seconds=0.0)
         next_check = rule.next_check_time(
@@ -152,8 +151,6 @@ class RoutingService:
             pass_id=pass_id,
         )
         self.contacts.add(contact)
-        if pass_id is not None and self.passes is not None:
-            self.passes.hold(pass_id, contact.contact_id)
         in_flight = self._in_flight[body.contact_id] = asyncio.get_running_loop().create_future()
         try:
             await self.state.add_waiting(entry)
@@ -217,7 +214,7 @@ class RoutingService:
                 now=now,
             )
         )
-        self._watch_sla(rules, contact)
+        self.sla_watch.watch(rules, contact)
         return queued_answer(contact, rules, position=position, staffed=staffed, estimate=estimate)
 
     def _placed(
@@ -240,8 +237,8 @@ class RoutingService:
         contact.updated_at = now
         if contact.assigned_at is None:
             contact.assigned_at = now
-        if placement.promoted_by is not None:
-            contact.promoted_by = placement.promoted_by
+        # The placement that stands decides: a promoted offer that was rejected cost nothing.
+        contact.promoted_by = placement.promoted_by
         self.writer.put_decision(
             decision_row(
                 contact,
@@ -358,7 +355,7 @@ class RoutingService:
                 rules, channel, trigger="timer", now=now, only=entries
             )
             self._apply(rules, result, trigger="timer")
-        self._warn_breaches(rules, now)
+        self.sla_watch.warn_due(rules, now)
         for contact in list(self._unsettled.values()):
             del self._unsettled[contact.contact_id]
             await self._settle_pass(contact, now)
@@ -367,42 +364,6 @@ class RoutingService:
                 await self.state.waiting_count(channel)
             )
         self.contacts.evict(now)
-
-    def _watch_sla(self, rules: CompiledRules, contact: ContactState) -> None:
-        """Remember when a waiting contact should raise an SLA breach warning."""
-        level = getattr(rules.ruleset.tiers, contact.tier).sla.get(contact.channel)
-        if level is not None and not contact.breach_warned:
-            warn_at = contact.created_at + SLA_WARNING_SHARE * level.answer_seconds
-            heapq.heappush(self._sla_watch, (warn_at, contact.contact_id))
-
-    def _warn_breaches(self, rules: CompiledRules, now: float) -> None:
-        """Emit `sla.breach_warning` for contacts still unanswered near their SLA."""
-        while self._sla_watch and self._sla_watch[0][0] <= now:
-            _, contact_id = heapq.heappop(self._sla_watch)
-            contact = self.contacts.get(contact_id)
-            if (
-                contact is None
-                or contact.breach_warned
-                or contact.status not in ("queued", "reserved")
-            ):
-                continue
-            level = getattr(rules.ruleset.tiers, contact.tier).sla.get(contact.channel)
-            if level is None:
-                continue
-            contact.breach_warned = True
-            self.writer.put_event(
-                event_row(
-                    "sla.breach_warning",
-                    {
-                        **contact_event(contact),
-                        "status": contact.status,
-                        "waited_seconds": round(now - contact.created_at, 3),
-                        "answer_seconds": level.answer_seconds,
-                        "breach_at": contact.created_at + level.answer_seconds,
-                    },
-                    now=now,
-                )
-            )
 
     async def run_timer(self, interval: float) -> None:
         """Run `tick` forever every `interval` seconds."""
@@ -432,6 +393,7 @@ class RoutingService:
         contact.updated_at = contact.connected_at = now
         self.writer.put_contact(contact.to_row())
         metrics.RESERVATIONS.labels(outcome="accepted").inc()
+        self.dispatcher.ledger.record(contact.channel, contact.tier, now)
         if contact.pass_id is not None:
             await self._settle_pass(contact, now)
         return reservation, contact
@@ -521,6 +483,7 @@ class RoutingService:
         contact.entry = entry
         await self.state.add_waiting(entry)
         self.writer.put_contact(contact.to_row())
+        self.sla_watch.watch(self.rules.compiled, contact)
         log.info(
             "reservation.requeued",
             contact_id=contact.contact_id,
@@ -631,23 +594,23 @@ class RoutingService:
             )
         )
         rows = await asyncio.to_thread(self.archive.active)
+        rules = self.rules.compiled
         for row in rows:
             contact = ContactState.from_row(row)
             self.contacts.add(contact)
-            if await restore(self.state, self.rules.compiled, contact, self._entry_for(contact)):
+            if await restore(self.state, rules, contact, self._entry_for(contact)):
                 self.writer.put_contact(contact.to_row())
+            if contact.status in ("queued", "reserved"):
+                self.sla_watch.watch(rules, contact)
+        # The share cap's window of answered contacts, as it was before the restart.
+        now = clock.now()
+        window = rules.ruleset.tiers.protection.share_window_seconds
+        for channel, tier, at in await asyncio.to_thread(self.archive.answered_since, now - window):
+            self.dispatcher.ledger.record(channel, tier, at)  # type: ignore[arg-type]
+        if self.passes is not None:
+            # Passes of contacts answered just before a crash, whose consumption was lost.
+            await self.passes.settle_answered(now)
         return len(rows)
-
-
-def contact_event(contact: ContactState) -> dict[str, Any]:
-    """The fields every contact event carries."""
-    return {
-        "contact_id": contact.contact_id,
-        "customer_id": contact.customer_id,
-        "channel": contact.channel,
-        "tier": contact.tier,
-        "rule": contact.rule,
-    }
 
 
 def _request(body: ContactIn) -> dict[str, Any]:

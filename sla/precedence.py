@@ -5,9 +5,9 @@ match-quality difference (see `routing_rules.scoring`):
 
 - 1 for a fast-lane contact: the fast lane is served first;
 - 0 for a standard contact, except
-- 1 for a standard contact while the **share cap** is engaged: the fast lane has taken at least
-  `max_fast_lane_share` of the channel's assignments over the rolling window, so waiting standard
-  contacts go first (and fast-lane contacts drop to 0);
+- 1 for a standard contact while the **share cap** is engaged: at least `max_fast_lane_share` of
+  the channel's contacts answered over the rolling window were fast-lane ones, so waiting
+  standard contacts go first (and fast-lane contacts drop to 0);
 - 2 for a standard contact that has waited `standard_max_wait_seconds` (the **starvation
   guard**): it goes ahead of everyone, fast lane included.
 
@@ -55,20 +55,23 @@ def precedence_of(
 
 
 class ShareLedger:
-    """Assignments per channel and tier over a rolling window (the share cap's measure)."""
+    """Answered contacts per channel and tier over a rolling window (the share cap's measure).
+
+    Answers, not offers: a fast-lane contact whose offer is rejected twice takes one share.
+    """
 
     def __init__(self) -> None:
         self._events: dict[str, deque[tuple[float, bool]]] = {}
         self._fast: dict[str, int] = {}
 
     def record(self, channel: str, tier: Tier, now: float) -> None:
-        """One contact of `tier` was assigned on `channel` at `now`."""
+        """One contact of `tier` was answered on `channel` at `now` (in time order)."""
         self._events.setdefault(channel, deque()).append((now, tier == "fast_lane"))
         if tier == "fast_lane":
             self._fast[channel] = self._fast.get(channel, 0) + 1
 
     def fast_share(self, channel: str, now: float, window_seconds: float) -> float | None:
-        """The fast lane's share of the channel's assignments in the window; None if none."""
+        """The fast lane's share of the channel's answered contacts in the window; None if none."""
         events = self._events.get(channel)
         if not events:
             return None

@@ -56,12 +56,12 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def fast_lane(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Customers whose id starts with `vip` hold the fast-lane pass `pass-<customer>`."""
+    """Customers whose id starts with `vip` hold the subscription `pass-<customer>`."""
 
-    def fast_lane_pass(customer_id: str, now: float) -> str | None:
+    def subscription_pass(customer_id: str, now: float) -> str | None:
         return f"pass-{customer_id}" if customer_id.startswith("vip") else None
 
-    monkeypatch.setattr(client.app.state.passes, "fast_lane_pass", fast_lane_pass)  # type: ignore[attr-defined]
+    monkeypatch.setattr(client.app.state.passes, "subscription_pass", subscription_pass)  # type: ignore[attr-defined]
 
 
 def body(
@@ -160,6 +160,45 @@ def test_the_reserved_seat_is_kept_for_the_fast_lane(
         True,
     )
     assert availability(client, acd_headers, "fast_lane")["2027-01-18T08:00:00Z"]["free"] == 0
+
+
+def sell(
+    client: TestClient, billing_headers: dict[str, str], customer_id: str, **fields: Any
+) -> dict[str, Any]:
+    """Sell a pass through the billing API; the pass."""
+    order = {"customer_id": customer_id, "price_amount": 1500, "currency": "EUR", **fields}
+    headers = {**billing_headers, "Idempotency-Key": f"sale-{customer_id}-{fields['kind']}"}
+    response = client.post("/v1/passes", json=order, headers=headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def test_only_a_subscription_books_fast_lane_appointments_a_single_incident_pass_does_not(
+    client: TestClient,
+    acd_headers: dict[str, str],
+    billing_headers: dict[str, str],
+    fake_clock: FakeClock,
+) -> None:
+    single = sell(client, billing_headers, "cust-single", kind="single_incident")
+    sub = sell(
+        client,
+        billing_headers,
+        "cust-sub",
+        kind="subscription",
+        valid_until=fake_clock.now + 365 * 86400,
+    )
+
+    with_single = [book(client, acd_headers, body(f"s-{n}", "cust-single")) for n in range(2)]
+    with_sub = [book(client, acd_headers, body(f"f-{n}", "cust-sub")) for n in range(2)]
+
+    assert [(b["tier"], b["pass_id"]) for b in with_single] == [("standard", None)] * 2
+    assert [(b["tier"], b["pass_id"]) for b in with_sub] == [("fast_lane", sub["pass_id"])] * 2
+    kept = client.get(f"/v1/passes/{single['pass_id']}", headers=billing_headers).json()
+    assert (kept["status"], kept["consumed_at"], kept["grants_fast_lane"]) == (
+        "active",
+        None,
+        True,
+    )
 
 
 def availability(
@@ -358,6 +397,21 @@ def test_bad_booking_requests_are_422_naming_the_field_and_book_nothing(
 
 
 @pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/appointments?customer_id=cust-a&limit=x&limit=1",
+        "/v1/appointments?customer_id=cust-a&customer_id=cust-b",
+        f"/v1/appointments/availability?from={MONDAY_0900}&to={MONDAY_1200}&to={MONDAY_0930}",
+    ],
+)
+def test_a_query_parameter_given_twice_is_422(
+    client: TestClient, acd_headers: dict[str, str], path: str
+) -> None:
+    response = client.get(path.replace("+", "%2B"), headers=acd_headers)
+    assert "given more than once" in problem(response, 422)["detail"]
+
+
+@pytest.mark.parametrize(
     ("params", "field"),
     [
         ({"from": MONDAY_1200, "to": MONDAY_0900}, "query.to"),
@@ -431,7 +485,7 @@ def test_a_reorder_on_postgresql_moves_the_row_and_writes_its_events_in_one_go(
         with serve(make_settings(tmp_path, database_url=url, rules_file=rules)) as pg_client:
             monkeypatch.setattr(
                 pg_client.app.state.passes,  # type: ignore[attr-defined]
-                "fast_lane_pass",
+                "subscription_pass",
                 lambda customer_id, now: "pass-1" if customer_id.startswith("vip") else None,
             )
             for number in range(9):

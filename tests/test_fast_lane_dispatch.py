@@ -22,6 +22,7 @@ from tests.conftest import (
     contact,
     demo_rules_with,
     make_settings,
+    metric_value,
     put_agents,
     route,
     serve,
@@ -38,8 +39,8 @@ class FastLaneCustomers:
     def fast_lane_pass(self, customer_id: str, now: float) -> str | None:
         return f"pass-{customer_id}" if customer_id.startswith("vip") else None
 
-    def hold(self, pass_id: str, contact_id: str) -> None:
-        pass
+    def hold(self, pass_id: str, contact_id: str) -> bool:
+        return True  # a subscription: every contact of the customer may use it
 
     def release(self, pass_id: str, contact_id: str) -> None:
         pass
@@ -271,3 +272,70 @@ def test_a_route_request_cannot_choose_its_own_tier(
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "tier"
     assert tiered.get("/v1/contacts/self-upgrade", headers=acd_headers).status_code == 404
+
+
+@pytest.mark.parametrize("tiered", [SHARE_CAP], indirect=True, ids=["share-cap"])
+def test_a_promotion_counts_only_when_the_waiting_fast_lane_contact_could_have_had_the_agent(
+    tiered: TestClient, acd_headers: dict[str, str], fake_clock: FakeClock
+) -> None:
+    client = tiered
+    current = _busy_agent(client, acd_headers)  # the English agent a1
+    put_agents(
+        client, acd_headers, {"es-1": agent({"billing": 3}, languages=["es"], status="break")}
+    )
+    # Fill the window with fast-lane answers so that the cap is engaged.
+    for i in range(2):
+        route(client, acd_headers, contact(f"fast-{i}", customer_id=f"vip-{i}"))
+        fake_clock.advance(10)
+        current = serve_next(client, acd_headers, current)
+    # A Spanish fast-lane contact waits; no free agent speaks Spanish. An English standard
+    # contact then takes a1 under the cap: the fast-lane contact could not have had a1.
+    route(client, acd_headers, contact("fast-es", customer_id="vip-es", language="es"))
+    route(client, acd_headers, contact("std-en"))
+    before = metric_value(client, "skillroute_tier_promotions_total", protection="share_cap")
+    fake_clock.advance(10)
+    assert serve_next(client, acd_headers, current) == "std-en"
+    explained = client.get("/v1/contacts/std-en/explain", headers=acd_headers).json()
+    assert explained["promoted_by"] is None
+    after = metric_value(client, "skillroute_tier_promotions_total", protection="share_cap")
+    assert after == before
+
+
+def test_the_share_cap_window_survives_a_restart(
+    tmp_path: Path, fake_clock: FakeClock, acd_headers: dict[str, str]
+) -> None:
+    settings = make_settings(tmp_path, rules_file=rules_with(tmp_path, SHARE_CAP))
+    with serve(settings) as client:
+        client.app.state.routing.passes = FastLaneCustomers()  # type: ignore[attr-defined]
+        current = _busy_agent(client, acd_headers)
+        for i in range(3):
+            route(client, acd_headers, contact(f"fast-{i}", customer_id=f"vip-{i}"))
+            fake_clock.advance(10)
+            current = serve_next(client, acd_headers, current)
+        # Answered so far: 1 standard (warm-up), 3 fast lane: the cap (50 %) is engaged.
+    with serve(settings) as client:
+        client.app.state.routing.passes = FastLaneCustomers()  # type: ignore[attr-defined]
+        route(client, acd_headers, contact("fast-late", customer_id="vip-late"))
+        route(client, acd_headers, contact("std-late"))
+        fake_clock.advance(10)
+        assert serve_next(client, acd_headers, current) == "std-late"
+
+
+@pytest.mark.parametrize("tiered", [WITH_SLA], indirect=True, ids=["sla"])
+def test_a_contact_requeued_after_a_rejected_offer_still_gets_its_breach_warning(
+    tiered: TestClient, acd_headers: dict[str, str], fake_clock: FakeClock
+) -> None:
+    client = tiered
+    put_agents(client, acd_headers, {"a1": agent({"billing": 3})})
+    offered = route(client, acd_headers, contact("std-1"))
+    client.post("/v1/agents/a1/status", json={"status": "break"}, headers=acd_headers)
+    view = client.get("/v1/contacts/std-1", headers=acd_headers).json()
+    assert view["status"] == "queued", offered
+    fake_clock.advance(85)
+    tick(client)
+    client.app.state.writer.flush()  # type: ignore[attr-defined]
+    with client.app.state.engine.connect() as connection:  # type: ignore[attr-defined]
+        warned = connection.execute(
+            sa.text("SELECT count(*) FROM outbox WHERE type = 'sla.breach_warning'")
+        ).scalar()
+    assert warned == 1

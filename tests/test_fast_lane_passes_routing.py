@@ -5,13 +5,16 @@ End to end over HTTP: purchase, route, accept, abandon, and what the pass record
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
-from tests.conftest import FakeClock, agent, contact, put_agents, route
+from tests.conftest import FakeClock, agent, contact, make_settings, put_agents, route, serve
 
 DAY = 86400.0
 
@@ -148,3 +151,33 @@ def test_a_rejected_offer_keeps_the_contact_in_the_fast_lane_and_the_pass_unused
     accept(client, acd_headers, "c1")
     assert pass_view(client, billing_headers, sold["pass_id"])["status"] == "consumed"
     assert consumed_events(client) == [sold["pass_id"]]
+
+
+def test_a_pass_whose_consumption_failed_at_answer_is_settled_at_the_next_start(
+    tmp_path: Path,
+    acd_headers: dict[str, str],
+    billing_headers: dict[str, str],
+    fake_clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings(tmp_path)
+    with serve(settings) as client:
+        sold = buy(client, billing_headers, "crashy", "single_incident")
+        put_agents(client, acd_headers, {"a1": agent({"billing": 3})})
+        route(client, acd_headers, contact("c1", customer_id="crashy"))
+
+        async def database_down(*args: Any, **kwargs: Any) -> bool:
+            raise OperationalError("UPDATE passes", {}, Exception("connection refused"))
+
+        monkeypatch.setattr(client.app.state.passes, "consume", database_down)  # type: ignore[attr-defined]
+        accept(client, acd_headers, "c1")  # the answer stands; the consumption did not happen
+        assert pass_view(client, billing_headers, sold["pass_id"])["status"] == "active"
+        # The process stops before the timer's retry.
+    monkeypatch.undo()
+    with serve(settings) as client:
+        used = pass_view(client, billing_headers, sold["pass_id"])
+        assert (used["status"], used["contact_id"]) == ("consumed", "c1")
+        assert consumed_events(client) == [sold["pass_id"]]
+        assert route(client, acd_headers, contact("c2", customer_id="crashy"))["tier"] == (
+            "standard"
+        )

@@ -6,6 +6,7 @@ itself (in-progress claims, expiry, a stale claim taken over).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,14 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from service.app import create_app
-from service.idempotency import Claim, IdempotencyStore, StoredResponse, request_hash
+from service.idempotency import (
+    Claim,
+    IdempotencyStore,
+    StoredResponse,
+    request_hash,
+    run_once,
+    write_transaction,
+)
 from service.problems import Conflict, InvalidInput
 from service.storage.db import make_engine, upgrade
 from service.storage.tables import IdempotencyRow, PassRow, RefundRow
@@ -316,3 +324,59 @@ def test_a_stale_in_progress_claim_is_taken_over_and_its_owner_cannot_record_any
         store.record(crashed, status_code=201, body={"pass_id": "late"})
     store.record(takeover, status_code=201, body={"pass_id": "p2"})
     assert claim(store, now=1062.0) == StoredResponse(201, {"pass_id": "p2"})
+
+
+async def test_a_cancelled_request_frees_its_key_off_the_event_loop(engine: Engine) -> None:
+    store = IdempotencyStore(engine, ttl_seconds=3600)
+    started = asyncio.Event()
+    writer_held = threading.Event()
+    release_writer = threading.Event()
+
+    async def client_goes_away(claim: Claim) -> tuple[int, dict[str, Any]]:
+        started.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("cancelled before this")
+
+    def busy_writer() -> None:
+        # Another writer holds the database (bounded, so a regression fails instead of hanging).
+        with write_transaction(engine):
+            writer_held.set()
+            release_writer.wait(3)
+
+    holder = threading.Thread(target=busy_writer)
+    holder.start()
+    assert writer_held.wait(5)
+    request = asyncio.create_task(
+        run_once(
+            store,
+            caller="caller-1",
+            operation="pass.purchase",
+            key="k",
+            fingerprint=request_hash({"n": 1}),
+            now=1000.0,
+            action=client_goes_away,
+        )
+    )
+    await started.wait()
+
+    request.cancel()
+    done, _ = await asyncio.wait({request}, timeout=2)
+    freed_while_writer_busy = not _key_exists(engine)
+    release_writer.set()
+    holder.join(5)
+    for _ in range(500):
+        if not _key_exists(engine):
+            break
+        await asyncio.sleep(0.01)
+
+    assert done == {request} and request.cancelled()
+    assert freed_while_writer_busy is False  # the loop went on; the delete waited its turn
+    assert isinstance(claim(store, body={"n": 2}, now=1001.0), Claim)
+
+
+def _key_exists(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(func.count()).select_from(IdempotencyRow.__table__)  # type: ignore[attr-defined]
+        ).scalar_one()
+    return bool(rows)

@@ -11,6 +11,8 @@ import base64
 import contextlib
 import functools
 import itertools
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
 
 from service.app import create_app
+from service.idempotency import write_transaction
 from service.passes import PassDesk
 from service.storage.tables import ContactRow, OutboxRow, PassRow, RefundRow
 from tests.conftest import (
@@ -161,6 +164,23 @@ def test_a_single_incident_pass_is_valid_for_the_rules_default_days_and_announce
     assert fetched.json() == sold
 
 
+def test_a_retry_that_spells_out_the_defaults_replays_the_sale(
+    client: TestClient, fake_clock: FakeClock
+) -> None:
+    key = new_key()
+    first = client.post("/v1/passes", json=pass_body("cust-retry"), headers=billing(key))
+    retry = client.post(
+        "/v1/passes",
+        json=pass_body("cust-retry", valid_from=None, valid_until=None, external_ref=None),
+        headers=billing(key),
+    )
+
+    assert (first.status_code, retry.status_code) == (201, 201)
+    assert retry.headers["Idempotent-Replay"] == "true"
+    assert retry.json() == first.json()
+    assert count(client, PassRow.__table__) == 1  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -243,6 +263,18 @@ def test_a_customers_passes_come_in_pages_oldest_first(
             break
     assert seen == bought
     assert pages == 3
+
+
+def test_a_listing_parameter_given_twice_is_422(client: TestClient, fake_clock: FakeClock) -> None:
+    buy(client, pass_body("cust-a"))
+
+    twice = client.get("/v1/passes?customer_id=cust-b&customer_id=cust-a", headers=billing())
+    limits = client.get("/v1/passes?customer_id=cust-a&limit=x&limit=1", headers=billing())
+
+    assert (twice.status_code, limits.status_code) == (422, 422)
+    assert twice.json()["detail"] == (
+        "query.customer_id: given more than once; give each query parameter once"
+    )
 
 
 @pytest.mark.parametrize(
@@ -393,6 +425,36 @@ def test_a_pass_a_waiting_contact_holds_cannot_be_cancelled_until_the_contact_en
     assert released.json()["status"] == "cancelled"
 
 
+def test_a_pass_being_cancelled_is_neither_offered_nor_held_and_a_cancelled_one_never_held(
+    client: TestClient, fake_clock: FakeClock
+) -> None:
+    sold = buy(client, pass_body("cust-cancel"))
+    passes = desk(client)
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    outcome: dict[str, Any] = {}
+
+    def cancel() -> None:
+        outcome["pass"] = passes.cancel(sold["pass_id"], now=fake_clock.now)
+
+    # The database's single writer is busy, so the cancellation stops between its hold
+    # check and its write: a route arriving now must not take the pass.
+    with write_transaction(engine):
+        worker = threading.Thread(target=cancel)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while passes.fast_lane_pass("cust-cancel", fake_clock.now) is not None:
+            assert time.monotonic() < deadline, "the cancellation never started"
+            time.sleep(0.001)
+        held_while_cancelling = passes.hold(sold["pass_id"], "c-racing")
+    worker.join(10)
+
+    assert held_while_cancelling is False
+    assert outcome["pass"]["status"] == "cancelled"
+    assert passes.holder(sold["pass_id"]) is None
+    assert passes.hold(sold["pass_id"], "c-late") is False
+    assert passes.fast_lane_pass("cust-cancel", fake_clock.now) is None
+
+
 # ---- the route hot path: which pass, holds, use exactly once ---------------------------------
 
 
@@ -462,6 +524,31 @@ def test_a_single_incident_pass_is_used_exactly_once_by_the_first_answered_conta
     assert passes.fast_lane_pass("cust-3", fake_clock.now) is None
 
 
+def test_a_fully_refunded_pass_is_not_consumed_when_its_waiting_contact_is_answered(
+    client: TestClient, fake_clock: FakeClock
+) -> None:
+    sold = buy(client, pass_body("cust-refund"))
+    free = buy(client, pass_body("cust-free", price_amount=0))
+    passes = desk(client)
+    assert passes.hold(sold["pass_id"], "c-waiting") is True
+    assert passes.hold(free["pass_id"], "c-free") is True
+
+    refunded = refund(client, sold["pass_id"], 1500)  # billing may always refund
+    answered = call(client, passes.consume, sold["pass_id"], "c-waiting", now=fake_clock.now)
+    free_answered = call(client, passes.consume, free["pass_id"], "c-free", now=fake_clock.now)
+
+    assert refunded.status_code == 201
+    assert (answered, free_answered) == (False, True)
+    assert [e["data"]["pass_id"] for e in events(client, "pass.consumed")] == [free["pass_id"]]
+    stored = client.get(f"/v1/passes/{sold['pass_id']}", headers=billing()).json()
+    assert (stored["status"], stored["contact_id"], stored["consumed_at"]) == (
+        "refunded",
+        None,
+        None,
+    )
+    assert passes.holder(sold["pass_id"]) is None
+
+
 def test_a_subscription_is_never_used_up(client: TestClient, fake_clock: FakeClock) -> None:
     sold = buy(client, subscription("cust-4", fake_clock.now))
     passes = desk(client)
@@ -520,6 +607,141 @@ def test_a_restart_rebuilds_passes_and_the_holds_of_waiting_contacts(
     assert restarted.fast_lane_pass("cust-8", fake_clock.now) is None  # used
 
 
+def restarted_desk(client: TestClient) -> PassDesk:
+    """A new pass desk on the app's database, recovered as after a restart."""
+    restarted = PassDesk(
+        engine=client.app.state.engine,  # type: ignore[attr-defined]
+        rules=client.app.state.rules,  # type: ignore[attr-defined]
+        settings=client.app.state.settings,  # type: ignore[attr-defined]
+    )
+    call(client, restarted.recover)
+    return restarted
+
+
+def add_contacts(client: TestClient, *rows: dict[str, Any]) -> None:
+    """Insert contacts as the routing engine stored them before a restart."""
+    with client.app.state.engine.begin() as connection:  # type: ignore[attr-defined]
+        connection.execute(insert(ContactRow.__table__), list(rows))  # type: ignore[attr-defined]
+
+
+def test_after_a_restart_an_answered_contact_whose_pass_was_not_consumed_still_holds_it(
+    client: TestClient, fake_clock: FakeClock
+) -> None:
+    answered = buy(client, pass_body("cust-r1"))
+    settled = buy(client, pass_body("cust-r2"))
+    call(client, desk(client).consume, settled["pass_id"], "c-settled", now=fake_clock.now)
+    add_contacts(
+        client,
+        _contact_row(
+            "c-answered",
+            "cust-r1",
+            "connected",
+            answered["pass_id"],
+            fake_clock.now,
+            connected_at=fake_clock.now,
+        ),
+        _contact_row(
+            "c-settled",
+            "cust-r2",
+            "connected",
+            settled["pass_id"],
+            fake_clock.now,
+            connected_at=fake_clock.now,
+        ),
+    )
+
+    restarted = restarted_desk(client)
+
+    assert restarted.holder(answered["pass_id"]) == "c-answered"
+    assert restarted.fast_lane_pass("cust-r1", fake_clock.now) is None
+    assert restarted.holder(settled["pass_id"]) is None
+
+
+def test_settling_after_a_restart_consumes_the_passes_of_answered_contacts_exactly_once(
+    client: TestClient, fake_clock: FakeClock
+) -> None:
+    connected = buy(client, pass_body("cust-s1"))
+    completed = buy(client, pass_body("cust-s2"))
+    abandoned = buy(client, pass_body("cust-s3"))
+    waiting = buy(client, pass_body("cust-s4"))
+    refunded = buy(client, pass_body("cust-s5"))
+    assert refund(client, refunded["pass_id"], 1500).status_code == 201
+    answered_at = fake_clock.now + 40
+    add_contacts(
+        client,
+        _contact_row(
+            "c-on-call",
+            "cust-s1",
+            "connected",
+            connected["pass_id"],
+            fake_clock.now,
+            connected_at=answered_at,
+        ),
+        _contact_row(
+            "c-done",
+            "cust-s2",
+            "completed",
+            completed["pass_id"],
+            fake_clock.now,
+            connected_at=answered_at + 1,
+            ended_at=answered_at + 60,
+        ),
+        _contact_row(
+            "c-gone",
+            "cust-s3",
+            "abandoned",
+            abandoned["pass_id"],
+            fake_clock.now,
+            ended_at=answered_at,
+        ),
+        _contact_row("c-queued", "cust-s4", "queued", waiting["pass_id"], fake_clock.now),
+        _contact_row(
+            "c-free",
+            "cust-s5",
+            "connected",
+            refunded["pass_id"],
+            fake_clock.now,
+            connected_at=answered_at,
+        ),
+    )
+    fake_clock.advance(300)
+    restarted = restarted_desk(client)
+
+    first = call(client, restarted.settle_answered, fake_clock.now)
+    again = call(client, restarted.settle_answered, fake_clock.now + 1)
+
+    assert (first, again) == (2, 0)
+    consumed = [e["data"] for e in events(client, "pass.consumed")]
+    assert consumed == [
+        {
+            "pass_id": connected["pass_id"],
+            "customer_id": "cust-s1",
+            "contact_id": "c-on-call",
+            "consumed_at": answered_at,
+        },
+        {
+            "pass_id": completed["pass_id"],
+            "customer_id": "cust-s2",
+            "contact_id": "c-done",
+            "consumed_at": answered_at + 1,
+        },
+    ]
+
+    def stored(sold: dict[str, Any]) -> tuple[str, str | None]:
+        found = client.get(f"/v1/passes/{sold['pass_id']}", headers=billing()).json()
+        return found["status"], found["contact_id"]
+
+    assert stored(connected) == ("consumed", "c-on-call")
+    assert stored(completed) == ("consumed", "c-done")
+    assert stored(abandoned) == ("active", None)
+    assert stored(waiting) == ("active", None)
+    assert stored(refunded) == ("refunded", None)
+    assert restarted.holder(connected["pass_id"]) is None
+    assert restarted.holder(waiting["pass_id"]) == "c-queued"
+    assert restarted.fast_lane_pass("cust-s1", fake_clock.now) is None
+    assert restarted.fast_lane_pass("cust-s3", fake_clock.now) == abandoned["pass_id"]
+
+
 def test_a_pass_sold_by_another_replica_is_seen_after_a_refresh(
     client: TestClient, fake_clock: FakeClock
 ) -> None:
@@ -544,9 +766,18 @@ def test_a_pass_sold_by_another_replica_is_seen_after_a_refresh(
 
 
 def _contact_row(
-    contact_id: str, customer_id: str, status: str, pass_id: str, now: float
+    contact_id: str,
+    customer_id: str,
+    status: str,
+    pass_id: str,
+    now: float,
+    *,
+    connected_at: float | None = None,
+    ended_at: float | None = None,
 ) -> dict[str, Any]:
     return {
+        "connected_at": connected_at,
+        "ended_at": ended_at,
         "contact_id": contact_id,
         "customer_id": customer_id,
         "channel": "voice",

@@ -604,6 +604,34 @@ def test_unknown_endpoints_and_deliveries_are_404_and_bad_paging_is_422(
     assert bad_status.status_code == 422
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "offset=x&offset=1",  # only the last value would have been read: x went unchecked
+        "offset=2&offset=1",
+        "limit=1&limit=abc",
+        "offset=1&limit=5&limit=6",
+    ],
+)
+def test_a_paging_parameter_given_twice_is_422_on_both_webhook_lists(
+    client: TestClient, admin_headers: dict[str, str], query: str
+) -> None:
+    registered = client.post(
+        "/v1/webhooks/endpoints", json={"url": "https://crm.example.com/"}, headers=admin_headers
+    ).json()
+    lists = [
+        "/v1/webhooks/endpoints",
+        f"/v1/webhooks/endpoints/{registered['endpoint_id']}/deliveries",
+    ]
+    for path in lists:
+        response = client.get(f"{path}?{query}", headers=admin_headers)
+        assert response.status_code == 422, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "given more than once" in response.json()["detail"]
+        assert client.get(f"{path}?{query}").status_code == 401  # the key is checked first
+    assert client.get(f"{lists[0]}?offset=0&limit=5", headers=admin_headers).status_code == 200
+
+
 def test_endpoints_page_oldest_first_and_deliveries_newest_first_with_a_status_filter(
     client: TestClient, admin_headers: dict[str, str], receiver: Receiver, fake_clock: FakeClock
 ) -> None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Response
 from starlette.convertors import StringConvertor, register_url_convertor
 
 from service import clock
-from service.api.deps import AcdCaller, AgentsDep, RoutingDep
+from service.api.deps import AcdCaller, AgentsDep, RoutingDep, SingleValuedQuery
 from service.models import (
     AgentIn,
     AgentList,
@@ -71,6 +71,7 @@ async def put_agent(
 @router.get("/agents", response_model=AgentList, responses=problems(401, 403, 422))
 async def list_agents(
     caller: AcdCaller,
+    single_values: SingleValuedQuery,
     agents: AgentsDep,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -116,7 +117,10 @@ async def set_agents_status(
 
 @router.get("/queue", response_model=QueueOut, responses=problems(401, 403, 422))
 async def queue_snapshot(
-    caller: AcdCaller, routing: RoutingDep, limit: Annotated[int, Query(ge=1, le=5000)] = 500
+    caller: AcdCaller,
+    single_values: SingleValuedQuery,
+    routing: RoutingDep,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> QueueOut:
     """Waiting contacts, most urgent first: channel, rule, stage, priority and age."""
     entries = await routing.queue()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from service.api.deps import AcdCaller
+from service.api.deps import AcdCaller, SingleValuedQuery
 from service.appointment_models import (
     AppointmentIn,
     AppointmentOut,
@@ -59,8 +59,9 @@ async def book_appointment(
 ) -> Response:
     """Book the earliest slot with room in the customer's window.
 
-    Fast-lane customers (an active pass) may take the seats reserved for them; when their SLA
-    window is full, standard appointments are moved later to make room and listed in `moves`.
+    Fast-lane customers (an active subscription; a single-incident pass is for one contact
+    and books as standard) may take the seats reserved for them; when their SLA window is
+    full, standard appointments are moved later to make room and listed in `moves`.
     A retry with the same appointment_id and body replays the first response.
     """
     try:
@@ -87,6 +88,7 @@ async def book_appointment(
 async def appointment_availability(
     caller: AcdCaller,
     appointments: AppointmentsDep,
+    single_values: SingleValuedQuery,
     start: Annotated[Instant, Query(alias="from", description="first slot start (inclusive)")],
     end: Annotated[Instant, Query(alias="to", description="last slot start (exclusive)")],
     tier: TierName = "standard",
@@ -104,6 +106,7 @@ async def appointment_availability(
 async def list_appointments(
     caller: AcdCaller,
     appointments: AppointmentsDep,
+    single_values: SingleValuedQuery,
     customer_id: Annotated[
         str, Query(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
     ],

@@ -12,7 +12,7 @@ from fastapi.security import HTTPBearer
 
 from service.agents import AgentDesk
 from service.events.endpoints import WebhookEndpoints
-from service.problems import Forbidden, Unauthorized
+from service.problems import Forbidden, InvalidInput, Unauthorized
 from service.routing import RoutingService
 from service.rules_store import RulesStore
 from service.settings import Scope, Settings
@@ -93,3 +93,25 @@ RoutingDep = Annotated[RoutingService, Depends(_routing)]
 WebhooksDep = Annotated[WebhookEndpoints, Depends(_webhook_endpoints)]
 AgentsDep = Annotated[AgentDesk, Depends(_agents)]
 RulesDep = Annotated[RulesStore, Depends(_rules)]
+
+
+async def single_valued_query(request: Request) -> None:
+    """Refuse a query parameter given more than once (422): each names a single value.
+
+    FastAPI keeps only the last of repeated values for a single-valued parameter, so
+    `?offset=x&offset=1` would otherwise pass as `offset=1` and `x` would go unchecked.
+    """
+    query = request.query_params
+    repeated = sorted({name for name in query if len(query.getlist(name)) > 1})
+    if repeated:
+        raise InvalidInput(
+            f"query.{repeated[0]}: given more than once; give each query parameter once",
+            errors=[
+                {"field": f"query.{name}", "type": "repeated", "message": "given more than once"}
+                for name in repeated
+            ],
+        )
+
+
+# Declare it after the scope parameter: an unauthenticated request still gets 401 first.
+SingleValuedQuery = Annotated[None, Depends(single_valued_query)]

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from service import clock
-from service.api.deps import BillingCaller
+from service.api.deps import BillingCaller, SingleValuedQuery
 from service.idempotency import REPLAY_HEADER, Claim, IdempotencyKey, request_hash, run_once
 from service.models import problems
 from service.pass_models import PassCreate, PassOut, PassPage, RefundCreate, RefundResult
@@ -74,7 +74,9 @@ async def buy_pass(
         caller=billing.key_hash,
         operation="pass.purchase",
         key=key,
-        fingerprint=request_hash(order.model_dump(mode="json", exclude_unset=True)),
+        # Defaults included: a retry that spells out a default (`"valid_from": null`) is the
+        # same request as one that leaves it out.
+        fingerprint=request_hash(order.model_dump(mode="json")),
         now=now,
         action=sell,
     )
@@ -85,6 +87,7 @@ async def buy_pass(
 async def list_passes(
     billing: BillingCaller,
     desk: PassesDep,
+    single_values: SingleValuedQuery,
     customer_id: CustomerId,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(min_length=1, max_length=400)] = None,
@@ -125,7 +128,9 @@ async def refund_pass(
 ) -> Response:
     """Give back `amount` (≥ 1, at most what is left, in the pass's currency); once per key.
 
-    A fully refunded pass no longer grants the fast lane.
+    A fully refunded pass no longer grants the fast lane. Billing may always refund: a contact
+    already waiting with the pass keeps its place in the fast lane, but the pass is not
+    consumed when that contact is answered.
     """
     now = clock.now()
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from service.api.deps import RulesAdmin, WebhooksDep
+from service.api.deps import RulesAdmin, SingleValuedQuery, WebhooksDep
 from service.models import problems
 from service.webhook_models import (
     DeliveryStatus,
@@ -47,6 +47,7 @@ async def register_endpoint(
 async def list_endpoints(
     admin: RulesAdmin,
     webhooks: WebhooksDep,
+    single_values: SingleValuedQuery,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> WebhookEndpointList:
@@ -102,6 +103,7 @@ async def list_deliveries(
     endpoint_id: EndpointId,
     admin: RulesAdmin,
     webhooks: WebhooksDep,
+    single_values: SingleValuedQuery,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     status: DeliveryStatus | None = None,

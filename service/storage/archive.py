@@ -57,3 +57,13 @@ class ContactArchive:
                     .order_by(col(ContactRow.created_at))
                 ).all()
             )
+
+    def answered_since(self, since: float) -> list[tuple[str, str, float]]:
+        """(channel, tier, answered at) of contacts answered after `since`, oldest first."""
+        with Session(self._engine) as session:
+            rows = session.exec(
+                select(ContactRow.channel, ContactRow.tier, ContactRow.connected_at)
+                .where(col(ContactRow.connected_at) >= since)
+                .order_by(col(ContactRow.connected_at))
+            ).all()
+        return [(channel, tier, float(at)) for channel, tier, at in rows if at is not None]
