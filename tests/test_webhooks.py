@@ -28,6 +28,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from service import clock
 from service.events.delivery import WebhookDeliverer, new_secret, retry_delay
+from service.events.endpoints import WebhookEndpoints
 from service.events.outbox import EventType, emit
 from service.settings import Settings
 from service.storage.db import make_engine, upgrade
@@ -697,7 +698,8 @@ async def test_on_postgresql_four_replicas_deliver_every_event_exactly_once(
         return await replica.deliver_due()
 
     try:
-        endpoint = await replicas[0].register(WebhookEndpointIn(url=receiver.url))
+        registry = WebhookEndpoints(engines[0], replicas[0])
+        endpoint = await registry.register(WebhookEndpointIn(url=receiver.url))
         receiver.secret = endpoint.secret
         with engines[0].begin() as connection:
             event_ids = {
