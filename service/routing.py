@@ -483,6 +483,17 @@ class RoutingService:
         contact.entry = entry
         await self.state.add_waiting(entry)
         self.writer.put_contact(contact.to_row())
+        self.writer.put_event(
+            event_row(
+                "contact.queued",
+                {
+                    **contact_event(contact),
+                    "queue_position": await self.state.position(contact.channel, entry.queue_rank),
+                    "requeued_after": outcome,  # rejected, expired or withdrawn offer
+                },
+                now=now,
+            )
+        )
         self.sla_watch.watch(self.rules.compiled, contact)
         log.info(
             "reservation.requeued",
