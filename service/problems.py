@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, iter_route_contexts
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from service.storage.writer import WriterBacklogFull
+
+log = structlog.get_logger(__name__)
 
 PROBLEM_TYPE = "https://skillroute.dev/problems/"
 
@@ -142,6 +146,19 @@ def install_problem_handlers(app: FastAPI) -> None:
             503,
             "Service unavailable",
             "the database has not accepted writes for too long; retry later",
+            slug="unavailable",
+            instance=request.url.path,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(request: Request, exc: OperationalError) -> Response:
+        # Every write runs in one transaction that rolls back on the error: nothing changed.
+        log.warning("database.unavailable", path=request.url.path, error=str(exc.orig)[:300])
+        return problem_response(
+            503,
+            "Service unavailable",
+            "the database is unavailable; nothing was changed, retry later",
             slug="unavailable",
             instance=request.url.path,
             headers={"Retry-After": "5"},

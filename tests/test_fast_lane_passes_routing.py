@@ -181,3 +181,30 @@ def test_a_pass_whose_consumption_failed_at_answer_is_settled_at_the_next_start(
         assert route(client, acd_headers, contact("c2", customer_id="crashy"))["tier"] == (
             "standard"
         )
+
+
+def test_a_database_outage_during_a_sale_is_503_and_sells_nothing(
+    client: TestClient,
+    billing_headers: dict[str, str],
+    fake_clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    real_connect = engine.connect
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("connect", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(engine, "connect", refused)
+    body = {"customer_id": "c", "kind": "single_incident", "price_amount": 900, "currency": "EUR"}
+    headers = {**billing_headers, "Idempotency-Key": "order-down"}
+    response = client.post("/v1/passes", json=body, headers=headers)
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "5"
+    listed = client.get("/v1/passes?customer_id=c", headers=billing_headers)
+    assert listed.status_code == 503
+    monkeypatch.setattr(engine, "connect", real_connect)
+    assert client.get("/v1/passes?customer_id=c", headers=billing_headers).json()["items"] == []
+    # The key was not kept: the same sale goes through once the database is back.
+    assert client.post("/v1/passes", json=body, headers=headers).status_code == 201
