@@ -547,3 +547,25 @@ def test_a_rollback_to_a_version_that_does_not_exist_is_404_and_changes_nothing(
         unchanged.post("/v1/rules/versions/9/rollback", headers=admin_headers), 404
     )
     assert problem["detail"] == "rules version 9 does not exist"
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ("/v1/agents?offset=1&offset=x", "acd"),
+        ("/v1/queue?limit=5&limit=6", "acd"),
+        ("/v1/rules/versions?limit=1&limit=2", "admin"),
+    ],
+)
+def test_a_list_parameter_given_twice_is_422_naming_it(
+    client: TestClient,
+    acd_headers: dict[str, str],
+    admin_headers: dict[str, str],
+    path: str,
+    key: str,
+) -> None:
+    headers = acd_headers if key == "acd" else admin_headers
+    response = client.get(path, headers=headers)
+    assert response.status_code == 422
+    name = path.split("?")[1].split("=")[0]
+    assert response.json()["errors"][0]["field"] == f"query.{name}"

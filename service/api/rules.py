@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 
 from routing_rules.problems import RuleProblem, RulesInvalid
-from service.api.deps import RulesAdmin, RulesDep
+from service.api.deps import RulesAdmin, RulesDep, SingleValuedQuery
 from service.models import (
     RuleProblemOut,
     RulesOut,
@@ -128,6 +128,7 @@ async def validate_rules(
 @router.get("/versions", response_model=RuleVersionList, responses=problems(401, 403, 422))
 async def list_versions(
     admin: RulesAdmin,
+    single_values: SingleValuedQuery,
     rules: RulesDep,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
