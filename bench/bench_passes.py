@@ -128,6 +128,9 @@ def main() -> None:
             "SKILLROUTE_DATABASE_URL": f"sqlite:///{tmp / (str(port) + '.db')}",
             "SKILLROUTE_LOG_LEVEL": "warning",
             "SKILLROUTE_LOG_REQUESTS": "false",
+            # The benchmark measures the service, not its rate limit.
+            "SKILLROUTE_RATE_LIMIT_ROUTE": "1000000/second",
+            "SKILLROUTE_RATE_LIMIT_BILLING": "1000000/second",
         }
         server = _start(_uvicorn("service.main:app", port), env, port)
         try:

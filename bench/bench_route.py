@@ -191,6 +191,9 @@ def main() -> None:
         "SKILLROUTE_DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}",
         "SKILLROUTE_LOG_LEVEL": "warning",
         "SKILLROUTE_LOG_REQUESTS": "false",
+        # The benchmark measures the service, not its rate limit.
+        "SKILLROUTE_RATE_LIMIT_ROUTE": "1000000/second",
+        "SKILLROUTE_RATE_LIMIT_BILLING": "1000000/second",
         "SKILLROUTE_RESERVATION_TTL_SECONDS": "600",
     }
     server = _start(_uvicorn("service.main:app", route_port), env, route_port)

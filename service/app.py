@@ -31,6 +31,7 @@ from service.logging import configure_logging
 from service.middleware import RequestContext
 from service.passes import PassDesk
 from service.problems import install_problem_handlers
+from service.rate_limits import RateLimits
 from service.routing import RoutingService
 from service.rules_store import RulesStore
 from service.settings import Settings
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.rate_limits = RateLimits(settings)
     install_problem_handlers(app)
     for module in (
         route,

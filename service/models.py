@@ -307,8 +307,12 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body too large",
         415: "Unsupported media type",
         422: "Invalid input (field-level errors)",
+        429: "The API key is over its rate limit (see Retry-After)",
         503: "A dependency is down; nothing was changed",
     }
+    if 401 in statuses and 429 not in statuses:
+        # Every authenticated route counts against its key's rate limit.
+        statuses = (*statuses, 429)
     # Inline, not `model=`: FastAPI would document the model under application/json, a media
     # type problems are never sent with, and leave application/problem+json without a schema.
     return {

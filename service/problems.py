@@ -83,6 +83,12 @@ class Forbidden(Problem):
     status, title, slug = 403, "Forbidden", "forbidden"
 
 
+class TooManyRequests(Problem):
+    """The API key is over its rate limit."""
+
+    status, title, slug = 429, "Too many requests", "too-many-requests"
+
+
 class Unavailable(Problem):
     """A dependency is down; nothing was changed."""
 

@@ -6,7 +6,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+import limits
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Scope = Literal["route", "admin", "billing"]
@@ -69,6 +70,16 @@ class Settings(BaseSettings):
         le=30,
         description="CP-SAT time limit of one appointment reorder (the best plan found stands)",
     )
+    redis_url: str | None = Field(
+        default=None,
+        pattern=r"^rediss?://",
+        description="Redis shared by all replicas (today: the rate-limit counters)",
+    )
+    rate_limit_route: str = Field(
+        default="5000/second", description="per API key, `limits` notation: N/second|minute|hour"
+    )
+    rate_limit_admin: str = Field(default="100/second")
+    rate_limit_billing: str = Field(default="500/second")
     idempotency_key_ttl_seconds: float = Field(
         default=86400.0,
         gt=0,
@@ -89,6 +100,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_requests: bool = True
+
+    @field_validator("rate_limit_route", "rate_limit_admin", "rate_limit_billing")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '100/second': {value!r}") from exc
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

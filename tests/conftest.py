@@ -83,6 +83,10 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "log_level": "warning",
         "log_requests": False,
         "write_flush_interval_seconds": 0.01,
+        # Tests drive endpoints in tight loops; test_rate_limits.py sets the limits it checks.
+        "rate_limit_route": "100000/second",
+        "rate_limit_admin": "100000/second",
+        "rate_limit_billing": "100000/second",
     }
     values.update(overrides)
     return Settings(**values)

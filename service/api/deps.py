@@ -58,7 +58,9 @@ class ScopedBearer(HTTPBearer):
             raise Unauthorized("unknown API key", headers={"WWW-Authenticate": "Bearer"})
         if self.scope not in scopes:
             raise Forbidden(f"this API key lacks the {self.scope!r} scope")
-        return Caller(key_id=key[:4] + "…", scopes=scopes, key_hash=_key_hash(key.strip()))
+        key_hash = _key_hash(key.strip())
+        await request.app.state.rate_limits.check(self.scope, key_hash)
+        return Caller(key_id=key[:4] + "…", scopes=scopes, key_hash=key_hash)
 
 
 @functools.lru_cache(maxsize=256)
