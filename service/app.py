@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -51,28 +52,29 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await _start(app, settings)
-        tasks = []
+        tasks: list[asyncio.Task[Any]] = []
         if run_background:
             tasks.append(
-                asyncio.create_task(app.state.routing.run_timer(settings.dispatch_interval_seconds))
+                asyncio.create_task(
+                    app.state.routing.run_timer(settings.dispatch_interval_seconds), name="timer"
+                )
             )
-            tasks.append(asyncio.create_task(app.state.rules.watch()))
+            tasks.append(asyncio.create_task(app.state.rules.watch(), name="rules-watch"))
             # Start the solver worker now: after a restart the first dispatch is the big one.
-            tasks.append(asyncio.create_task(app.state.dispatcher.warm()))
-            tasks.append(asyncio.create_task(app.state.webhooks.run()))
+            tasks.append(asyncio.create_task(app.state.dispatcher.warm(), name="solver-warm"))
+            tasks.append(asyncio.create_task(app.state.webhooks.run(), name="webhooks"))
             # Passes sold or changed by another replica reach this one's in-memory index.
-            tasks.append(asyncio.create_task(app.state.passes.run(1.0)))
+            tasks.append(asyncio.create_task(app.state.passes.run(1.0), name="passes-refresh"))
             # Importing CP-SAT takes ~1.4 s: not on the first fast-lane booking's request.
-            tasks.append(asyncio.create_task(app.state.appointments.warm()))
+            tasks.append(asyncio.create_task(app.state.appointments.warm(), name="cp-sat-warm"))
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await app.state.webhooks.close()
+            await _stop_tasks(tasks)
+            try:
+                await asyncio.wait_for(app.state.webhooks.close(), SHUTDOWN_WAIT_SECONDS)
+            except TimeoutError:
+                log.warning("shutdown.webhooks_close_timed_out")
             app.state.dispatcher.close()
             app.state.writer.stop()
             app.state.engine.dispose()
@@ -103,6 +105,23 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
         RequestContext, max_body_bytes=settings.max_body_bytes, log_requests=settings.log_requests
     )
     return app
+
+
+SHUTDOWN_WAIT_SECONDS = 10.0
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel the background tasks and wait for them, bounded: a stuck one must not hang stop."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECONDS)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("shutdown.task_failed", task=task.get_name(), error=repr(task.exception()))
+    for task in pending:
+        log.warning("shutdown.task_stuck", task=task.get_name())
 
 
 async def _start(app: FastAPI, settings: Settings) -> None:
