@@ -86,7 +86,6 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.rate_limits = RateLimits(settings)
     install_problem_handlers(app)
     for module in (
         route,
@@ -125,6 +124,8 @@ async def _stop_tasks(tasks: list[asyncio.Task[Any]]) -> None:
 
 
 async def _start(app: FastAPI, settings: Settings) -> None:
+    # Built on the running loop: the in-process limit store schedules its expiry task there.
+    app.state.rate_limits = RateLimits(settings)
     engine = make_engine(settings.database_url)
     await asyncio.to_thread(upgrade, settings.database_url)
     store = RulesStore(engine, rules_file=settings.effective_rules_file)
