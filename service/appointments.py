@@ -20,16 +20,14 @@ request is a conflict.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import importlib
-from collections.abc import Callable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import orjson
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from service import clock
 from service.appointment_models import (
@@ -51,7 +49,7 @@ from service.appointment_models import (
 )
 from service.events.outbox import emit
 from service.passes import PassDesk
-from service.problems import Conflict, InvalidInput, NotFound, Unavailable
+from service.problems import Conflict, InvalidInput, NotFound
 from service.rules_store import RulesStore
 from service.storage.tables import AppointmentRow, IdempotencyRow
 from sla.calendar import Booking, CalendarPolicy, CalendarState, generate_slots
@@ -70,9 +68,6 @@ BOOK_OPERATION = "appointment.book"
 RESCHEDULE_REASON = "fast_lane_booking"
 AVAILABILITY_MAX_SECONDS = 7 * 86400
 _READ_AHEAD_SECONDS = 86400  # how much of a standard booking's window one query reads
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 class AppointmentBook:
@@ -99,7 +94,7 @@ class AppointmentBook:
     # ---- booking -------------------------------------------------------------------------
     async def book(self, request: AppointmentIn, *, caller: str) -> tuple[dict[str, Any], bool]:
         """Book an appointment (True: a retry, answered with the first response)."""
-        replay = await _in_thread(self._replay, request, caller)
+        replay = await asyncio.to_thread(self._replay, request, caller)
         if replay is not None:
             return replay, True
         now = clock.now()
@@ -109,7 +104,7 @@ class AppointmentBook:
         check_window(request, policy, now)
         pass_id = self._passes.subscription_pass(request.customer_id, now)
         async with self._lock:
-            return await _in_thread(
+            return await asyncio.to_thread(
                 self._book, request, caller, pass_id, ruleset.calendar, policy, now
             )
 
@@ -192,7 +187,7 @@ class AppointmentBook:
     # ---- reading -------------------------------------------------------------------------
     async def get(self, appointment_id: str) -> AppointmentOut:
         """One appointment as it stands now."""
-        row = await _in_thread(self._row, appointment_id)
+        row = await asyncio.to_thread(self._row, appointment_id)
         if row is None:
             raise NotFound(f"appointment {appointment_id} does not exist")
         return appointment_view(row, self._slot_seconds())
@@ -206,7 +201,7 @@ class AppointmentBook:
     ) -> AppointmentPage:
         """A customer's appointments, oldest booking first, `limit` at a time."""
         after = decode_cursor(cursor) if cursor else None
-        rows = await _in_thread(self._customer_rows, customer_id, status, limit + 1, after)
+        rows = await asyncio.to_thread(self._customer_rows, customer_id, status, limit + 1, after)
         slot_seconds = self._slot_seconds()
         items = [appointment_view(row, slot_seconds) for row in rows[:limit]]
         next_cursor = None
@@ -251,7 +246,7 @@ class AppointmentBook:
         calendar = self._rules.compiled.ruleset.calendar
         policy = CalendarPolicy.from_config(calendar)
         first, last = max(start, now), min(end, now + policy.horizon_seconds)
-        state = await _in_thread(self._state, calendar, policy, first, last)
+        state = await asyncio.to_thread(self._state, calendar, policy, first, last)
         slots = [
             SlotAvailabilityOut(
                 start=utc(seats.slot.start),
@@ -277,7 +272,7 @@ class AppointmentBook:
     async def cancel(self, appointment_id: str) -> AppointmentOut:
         """Cancel an appointment and free its seat; cancelling again changes nothing."""
         async with self._lock:
-            row = await _in_thread(self._cancel, appointment_id, clock.now())
+            row = await asyncio.to_thread(self._cancel, appointment_id, clock.now())
         return appointment_view(row, self._slot_seconds())
 
     def _cancel(self, appointment_id: str, now: float) -> RowMapping:
@@ -311,20 +306,6 @@ class AppointmentBook:
 
     def _slot_seconds(self) -> int:
         return self._rules.compiled.ruleset.calendar.slot_minutes * 60
-
-
-async def _in_thread(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Run blocking database work off the event loop; a database outage is a 503."""
-    with _database_errors():
-        return await asyncio.to_thread(function, *args, **kwargs)
-
-
-@contextlib.contextmanager
-def _database_errors() -> Iterator[None]:
-    try:
-        yield
-    except OperationalError:
-        raise Unavailable("the database is unavailable; nothing was changed") from None
 
 
 def _request_hash(request: AppointmentIn) -> str:

@@ -10,13 +10,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 
 from service import clock
 from service.api.deps import RulesAdmin, RulesDep
 from service.fastlane_report import fastlane_report
 from service.models import problems
-from service.problems import Unavailable
 from service.report_models import (
     INSTANT_PATTERN,
     FastLaneReportOut,
@@ -115,17 +113,14 @@ async def _report(
 ) -> ReportT:
     active = rules.active  # read per request: reports follow hot-reloaded costs and SLAs
     engine: Engine = request.app.state.engine
-    try:
-        return await asyncio.to_thread(
-            build,
-            engine,
-            active.compiled.ruleset,
-            rules_version=active.row.version,
-            window=window,
-            now=clock.now(),
-        )
-    except OperationalError:
-        raise Unavailable("the database is unavailable; retry later") from None
+    return await asyncio.to_thread(
+        build,
+        engine,
+        active.compiled.ruleset,
+        rules_version=active.row.version,
+        window=window,
+        now=clock.now(),
+    )
 
 
 def _respond(

@@ -6,18 +6,16 @@ Delivery itself is `service.events.delivery`; a retried delivery wakes it at onc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from sqlalchemy import Select, func, insert, select, true, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
 
 from service import clock
 from service.events.delivery import WebhookDeliverer, new_secret
 from service.ids import new_id
-from service.problems import Conflict, NotFound, Unavailable
+from service.problems import Conflict, NotFound
 from service.storage.tables import (
     OutboxRow,
     WebhookAttemptRow,
@@ -35,7 +33,6 @@ from service.webhook_models import (
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
 
 _OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 _ENDPOINTS = WebhookEndpointRow.__table__  # type: ignore[attr-defined]
@@ -61,34 +58,34 @@ class WebhookEndpoints:
             "active": True,
             "created_at": clock.now(),
         }
-        await _db(self._insert_endpoint, row)
+        await asyncio.to_thread(self._insert_endpoint, row)
         return WebhookEndpointSecretOut.model_validate(row)
 
     async def endpoints(self, *, offset: int, limit: int) -> tuple[list[WebhookEndpointOut], int]:
         """A page of endpoints, oldest first, and how many there are."""
-        return await _db(self._endpoint_page, offset, limit)
+        return await asyncio.to_thread(self._endpoint_page, offset, limit)
 
     async def endpoint(self, endpoint_id: str) -> WebhookEndpointOut:
         """One endpoint (without its secret)."""
-        return await _db(self._endpoint, endpoint_id)
+        return await asyncio.to_thread(self._endpoint, endpoint_id)
 
     async def deactivate(self, endpoint_id: str) -> None:
         """Stop sending to an endpoint: its pending deliveries are cancelled. Repeatable."""
-        await _db(self._deactivate, endpoint_id)
+        await asyncio.to_thread(self._deactivate, endpoint_id)
 
     async def rotate_secret(self, endpoint_id: str) -> WebhookEndpointSecretOut:
         """Replace an active endpoint's signing secret; attempts from now on use the new one."""
-        return await _db(self._rotate, endpoint_id, new_secret())
+        return await asyncio.to_thread(self._rotate, endpoint_id, new_secret())
 
     async def deliveries(
         self, endpoint_id: str, *, offset: int, limit: int, status: DeliveryStatus | None
     ) -> tuple[list[WebhookDeliveryOut], int]:
         """A page of an endpoint's deliveries with their attempts, newest first, and the total."""
-        return await _db(self._delivery_page, endpoint_id, offset, limit, status)
+        return await asyncio.to_thread(self._delivery_page, endpoint_id, offset, limit, status)
 
     async def retry(self, delivery_id: str) -> WebhookDeliveryOut:
         """Make a failed delivery due again now; it gets one more attempt."""
-        delivery = await _db(self._retry, delivery_id, clock.now())
+        delivery = await asyncio.to_thread(self._retry, delivery_id, clock.now())
         self._deliverer.wake()
         return delivery
 
@@ -185,15 +182,6 @@ class WebhookEndpoints:
                     f"delivery {delivery_id} is {found.status}: only a failed one is retried"
                 )
             return _deliveries_out(connection, query)[0]
-
-
-async def _db(operation: Callable[..., T], *args: Any) -> T:
-    """Run blocking database work off the event loop; an unreachable database is a 503."""
-    try:
-        return await asyncio.to_thread(operation, *args)
-    except OperationalError as exc:
-        log.warning("webhooks.database_unavailable", error=str(exc.orig))
-        raise Unavailable("the database is unavailable; nothing was changed") from None
 
 
 def _endpoint_query() -> Select[Any]:
