@@ -280,6 +280,7 @@ def score_ceiling(scoring: Scoring) -> float:
         + scoring.skill_fit
         + scoring.preferred
         + scoring.idle * scoring.idle_cap_minutes
+        + scoring.performance
     )
 
 

@@ -158,6 +158,66 @@ class Scoring(_Strict):
         default=0.01, description="per minute the agent has been idle, up to idle_cap_minutes"
     )
     idle_cap_minutes: Annotated[StrictInt, Field(ge=1, le=1440)] = 60
+    performance: Weight = Field(
+        default=0.0,
+        description=(
+            "times the agent's performance score (0-1) on the contact's inquiry type, segment "
+            "and journey stage, shrunk toward the team (see the `performance` section)"
+        ),
+    )
+
+
+class OutcomeTags(_Strict):
+    """The insight-tag vocabulary agents may record on an outcome, by kind."""
+
+    needs: list[Name] = Field(default_factory=list, max_length=200)
+    frustrations: list[Name] = Field(default_factory=list, max_length=200)
+    requests: list[Name] = Field(default_factory=list, max_length=200)
+
+
+class Outcomes(_Strict):
+    """What a completed contact's outcome may carry, and when a resolution stops counting."""
+
+    repeat_window_days: Annotated[StrictInt, Field(ge=1, le=90)] = Field(
+        default=7,
+        description=(
+            "a contact by the same customer on the same inquiry type within this many days "
+            "marks the earlier resolution as not durable"
+        ),
+    )
+    tags: OutcomeTags = Field(default_factory=OutcomeTags)
+
+
+class PerformanceMeasure(_Strict):
+    """How the per-agent figures combine into one performance score (weights, renormalised)."""
+
+    durable_resolution: Weight = 1.0
+    resolution: Weight = 0.0
+    nps: Weight = 0.0
+    revenue: Weight = 0.0
+
+
+class Performance(_Strict):
+    """The per agent x inquiry type x segment x journey stage performance table."""
+
+    prior_contacts: Annotated[StrictFloat | StrictInt, Field(gt=0, le=10_000)] = Field(
+        default=20,
+        description=(
+            "shrinkage strength: an agent's figure is (n * own + k * team) / (n + k), so with "
+            "few contacts it stays near the team mean"
+        ),
+    )
+    window_days: Annotated[StrictInt, Field(ge=1, le=730)] = Field(
+        default=90, description="outcomes older than this are not counted"
+    )
+    measure: PerformanceMeasure = Field(default_factory=PerformanceMeasure)
+    currency: Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$")] = Field(
+        default="EUR", description="revenue in this currency counts toward the score"
+    )
+    revenue_reference_minor: Annotated[StrictInt, Field(ge=1, le=10**12)] = Field(
+        default=10_000,
+        description="revenue per interaction (minor units) that scores 1.0; less scores pro rata",
+    )
 
 
 class RuleSet(_Strict):
@@ -177,4 +237,10 @@ class RuleSet(_Strict):
     )
     capacity_plan: CapacityPlan = Field(
         default_factory=CapacityPlan, description="forecast and staffing for the quote"
+    )
+    outcomes: Outcomes = Field(
+        default_factory=Outcomes, description="outcome tags and repeat-contact window"
+    )
+    performance: Performance = Field(
+        default_factory=Performance, description="how outcomes score agents for routing"
     )

@@ -109,6 +109,7 @@ def test_migrations_create_every_table_in_the_configured_schema_and_rerun_as_a_n
         "webhook_endpoints",
         "webhook_deliveries",
         "webhook_attempts",
+        "outcomes",
         "alembic_version",
     }
     head = ScriptDirectory.from_config(alembic_config(pg.url)).get_current_head()

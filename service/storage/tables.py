@@ -229,3 +229,43 @@ class WebhookAttemptRow(SQLModel, table=True):
     status_code: int | None = None
     error: str | None = Field(default=None, max_length=500)
     duration_ms: float
+
+
+class OutcomeRow(SQLModel, table=True):
+    """What came of one completed contact: resolution, revenue, NPS, handle time, insight tags.
+
+    The contact's facts (agent, segment, inquiry type, journey stage, tier) are copied in, so
+    reports and the performance table read one table. `durable` is False once a repeat contact
+    by the same customer on the same inquiry type arrived within the rules' repeat window
+    (`repeated_by` names it); `repeat_of` names the earlier contact this one repeats.
+    """
+
+    __tablename__ = "outcomes"
+    __table_args__ = (
+        Index("ix_outcomes_repeat", "customer_id", "inquiry_type", "contact_created_at"),
+        Index("ix_outcomes_completed_at", "completed_at"),
+        Index("ix_outcomes_agent", "agent_id", "inquiry_type"),
+    )
+
+    contact_id: str = Field(primary_key=True, max_length=128)
+    customer_id: str = Field(max_length=128)
+    agent_id: str = Field(max_length=128)
+    channel: str = Field(max_length=64)
+    segment: str = Field(max_length=64)
+    inquiry_type: str = Field(max_length=64)
+    journey_stage: str = Field(max_length=64)
+    tier: str = Field(default="standard", max_length=16)
+    resolved: bool
+    durable: bool  # resolved and not (yet) followed by a repeat contact within the window
+    repeat_of: str | None = Field(default=None, max_length=128)
+    repeated_by: str | None = Field(default=None, max_length=128)
+    revenue_minor: int = Field(default=0, sa_type=BigInteger)
+    currency: str | None = Field(default=None, max_length=3)
+    upsell: bool = False
+    cross_sell: bool = False
+    nps: int | None = None  # 0-10
+    handle_seconds: float
+    tags: dict[str, list[str]] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    contact_created_at: float  # when the contact arrived (repeat detection works on this)
+    completed_at: float
+    recorded_at: float
