@@ -15,6 +15,7 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY routing_rules ./routing_rules
 COPY sla ./sla
+COPY simulator ./simulator
 COPY service ./service
 RUN uv sync --frozen --no-dev --no-editable
 

@@ -42,7 +42,7 @@ class Assignment:
 
     agent_of: IntArray
     total_value: int
-    method: Literal["lsa", "mcf", "greedy", "argmax", "empty"]
+    method: Literal["lsa", "mcf", "greedy", "argmax", "empty", "longest-idle"]
 
 
 def choose_method(n_contacts: int, capacity: IntArray) -> Literal["lsa", "mcf"]:

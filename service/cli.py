@@ -1,8 +1,9 @@
-"""The `skillroute` command: serve, rules validate/schema/lint, db upgrade."""
+"""The `skillroute` command: serve, rules validate/schema/lint, simulate, db upgrade."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -165,3 +166,88 @@ def db_upgrade() -> None:
     settings = Settings()
     upgrade(settings.database_url)
     typer.echo("database is at the newest migration")
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="scenario YAML")
+    ],
+    rules: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, readable=True, help="rules (default: demo)"),
+    ] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, readable=True, help="second rule set to compare with"
+        ),
+    ] = None,
+    policy: Annotated[str, typer.Option(help="optimal, greedy or longest-idle")] = "optimal",
+    compare_policy: Annotated[
+        str | None, typer.Option(help="second policy to compare with (same rules)")
+    ] = None,
+    seeds: Annotated[int, typer.Option(min=1, max=100, help="simulated days (seeds 1..N)")] = 5,
+    out: Annotated[
+        Path, typer.Option(file_okay=False, help="folder for report.md, .html and .json")
+    ] = Path("simulation-report"),
+    progress: Annotated[bool, typer.Option(help="show a progress bar on stderr")] = True,
+) -> None:
+    """Simulate a day of SCENARIO under the rules; compare two rule sets or two policies."""
+    from routing_rules.compiled import compile_rules
+    from routing_rules.problems import RulesInvalid
+    from routing_rules.validation import validate_rules_text
+    from service.settings import DEMO_RULES
+    from simulator.loading import load_scenario
+    from simulator.policies import POLICIES, Policy
+    from simulator.report import as_json, html_page, markdown
+    from simulator.runner import Arm, expected_contacts, quiet_logs, run_experiment
+
+    for name in (policy, compare_policy):
+        if name is not None and name not in POLICIES:
+            typer.echo(f"error: unknown policy {name!r}; known: {', '.join(POLICIES)}", err=True)
+            raise typer.Exit(2)
+    if compare is not None and compare_policy is not None:
+        typer.echo("error: compare either two rule sets or two policies, not both", err=True)
+        raise typer.Exit(2)
+    rules_path = rules or DEMO_RULES
+    try:
+        base = validate_rules_text(_read_utf8(rules_path), file=str(rules_path)).ruleset
+        other = (
+            None
+            if compare is None
+            else validate_rules_text(_read_utf8(compare), file=str(compare)).ruleset
+        )
+        loaded = load_scenario(_read_utf8(scenario), base, file=str(scenario))
+        if other is not None:
+            load_scenario(_read_utf8(scenario), other, file=str(scenario))
+    except _BadInput as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except RulesInvalid as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(1) from None
+    first: Policy = policy  # type: ignore[assignment]  # checked against POLICIES above
+    arms = [Arm(rules_path.stem, compile_rules(base), first)]
+    if other is not None and compare is not None:
+        arms = [
+            Arm(f"A: {rules_path.stem}", arms[0].rules, first),
+            Arm(f"B: {compare.stem}", compile_rules(other), first),
+        ]
+    elif compare_policy is not None:
+        second: Policy = compare_policy  # type: ignore[assignment]
+        arms = [Arm(first, arms[0].rules, first), Arm(second, arms[0].rules, second)]
+    quiet_logs()
+    total = expected_contacts(loaded, seeds) * len(arms)
+    with typer.progressbar(
+        length=total, label="simulating", file=sys.stderr, hidden=not progress
+    ) as bar:
+        experiment = run_experiment(loaded, arms, seeds=seeds, progress=bar.update)
+    out.mkdir(parents=True, exist_ok=True)
+    report = markdown(experiment)
+    (out / "report.md").write_text(report, encoding="utf-8")
+    (out / "report.html").write_text(html_page(experiment), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(as_json(experiment), indent=2), encoding="utf-8")
+    typer.echo(report)
+    typer.echo(f"report written to {out}/report.md, report.html and report.json", err=True)

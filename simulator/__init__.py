@@ -1,0 +1,1 @@
+"""What-if simulation of a contact-center day, driving the service's own dispatch code."""

@@ -1,0 +1,98 @@
+"""Running a scenario under one or two arms (rule set and policy) over several seeds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from routing_rules.compiled import CompiledRules
+from simulator.engine import DayResult, DaySimulation, make_demand
+from simulator.policies import Policy
+from simulator.scenario import Scenario
+from simulator.stats import Estimate, paired_difference, summarise
+
+MAX_SEEDS = 100
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One way of running the center: a rule set (by label) and a dispatch policy."""
+
+    label: str
+    rules: CompiledRules
+    policy: Policy = "optimal"
+
+
+@dataclass
+class ArmResult:
+    """The days an arm produced, one per seed, and their figures."""
+
+    arm: Arm
+    days: list[DayResult]
+    seconds: float
+    figures: dict[str, Estimate] = field(default_factory=dict)
+
+
+@dataclass
+class Experiment:
+    """One or two arms over the same seeds, and the paired difference when there are two."""
+
+    scenario: Scenario
+    seeds: list[int]
+    arms: list[ArmResult]
+    difference: dict[str, Estimate] | None = None
+
+
+def expected_contacts(scenario: Scenario, seeds: int) -> int:
+    """How many contacts the runs will simulate (exact: the demand of each seed is drawn)."""
+    return sum(make_demand(scenario, seed).size for seed in range(1, seeds + 1))
+
+
+def quiet_logs() -> None:
+    """Keep the dispatcher's slow-solve notices out of a simulation's output."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def run_arm(
+    scenario: Scenario,
+    arm: Arm,
+    seeds: list[int],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> ArmResult:
+    """Simulate the scenario's day once per seed under `arm`."""
+    started = time.perf_counter()
+    days = [
+        asyncio.run(
+            DaySimulation(
+                scenario, arm.rules, policy=arm.policy, seed=seed, progress=progress
+            ).run()
+        )
+        for seed in seeds
+    ]
+    result = ArmResult(arm, days, time.perf_counter() - started)
+    result.figures = summarise(days)
+    return result
+
+
+def run_experiment(
+    scenario: Scenario,
+    arms: list[Arm],
+    *,
+    seeds: int,
+    progress: Callable[[int], None] | None = None,
+) -> Experiment:
+    """Run every arm on seeds 1..`seeds`; with two arms, their paired difference (2nd - 1st)."""
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ValueError(f"seeds must be between 1 and {MAX_SEEDS}")
+    if not 1 <= len(arms) <= 2:
+        raise ValueError("an experiment has one or two arms")
+    seed_list = list(range(1, seeds + 1))
+    results = [run_arm(scenario, arm, seed_list, progress=progress) for arm in arms]
+    difference = paired_difference(results[0].days, results[1].days) if len(results) == 2 else None
+    return Experiment(scenario, seed_list, results, difference)
