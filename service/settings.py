@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     default_handle_seconds: float = Field(
         default=300.0, gt=0, description="mean handle time used for wait estimates"
     )
+    simulation_time_limit_seconds: float = Field(
+        default=300.0, gt=0, le=3600, description="POST /v1/rules/simulate stops a longer run"
+    )
+    simulation_max_contacts: int = Field(
+        default=250_000,
+        ge=1,
+        le=10_000_000,
+        description="POST /v1/rules/simulate refuses runs of more contacts (all seeds and arms)",
+    )
     contact_memory_seconds: float = Field(
         default=3600.0, gt=0, description="ended contacts stay in memory this long"
     )

@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from routing_rules.problems import RuleProblem, RulesInvalid
 from service.api.deps import RulesAdmin, RulesDep, SingleValuedQuery
@@ -17,8 +18,18 @@ from service.models import (
     RuleVersionOut,
     problems,
 )
-from service.problems import InvalidInput, PayloadTooLarge
+from service.problems import InvalidInput, PayloadTooLarge, TooManyRequests, Unavailable
 from service.rules_store import ActiveRules
+from simulator.policies import Policy
+from simulator.service import (
+    EXAMPLE_SCENARIO,
+    SimulationBusy,
+    SimulationRequest,
+    SimulationTimedOut,
+    SimulationWorker,
+    check_request,
+    simulated_contacts,
+)
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 
@@ -171,3 +182,96 @@ async def rollback_rules(
     except RulesInvalid as exc:
         raise _invalid(exc) from None
     return _active(active)
+
+
+class SimulateIn(BaseModel):
+    """A draft rule set to simulate, against the active rules unless told otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: str = Field(min_length=1, max_length=MAX_RULES_BYTES, description="draft rules YAML")
+    scenario: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_RULES_BYTES,
+        description="scenario YAML (see docs/simulator.md); default: the 200-agent example",
+    )
+    compare_with_active: bool = Field(
+        default=True, description="also run the active rules and report the difference"
+    )
+    policy: Policy = "optimal"
+    seeds: int = Field(default=3, ge=1, le=20, description="simulated days (seeds 1..N)")
+
+
+class EstimateOut(BaseModel):
+    """A mean over seeds with its 95 % confidence-interval half-width."""
+
+    mean: float | None
+    ci95_half_width: float | None
+    seeds: int
+
+
+class SimulationArmOut(BaseModel):
+    """One simulated rule set: its figures over the seeds."""
+
+    label: str
+    rules: str
+    policy: str
+    contacts: int
+    seconds: float
+    figures: dict[str, EstimateOut]
+
+
+class SimulationOut(BaseModel):
+    """A simulation report; `difference` is draft - active, paired by seed."""
+
+    scenario: str
+    seeds: list[int]
+    arms: list[SimulationArmOut]
+    difference: dict[str, EstimateOut] | None
+    markdown: str
+
+
+def _simulations(request: Request) -> SimulationWorker:
+    worker: SimulationWorker = request.app.state.simulations
+    return worker
+
+
+@router.post("/simulate", response_model=SimulationOut, responses=problems(401, 403, 413, 422, 503))
+async def simulate_rules(
+    body: SimulateIn, request: Request, admin: RulesAdmin, rules: RulesDep
+) -> SimulationOut:
+    """Simulate a draft rule set on a scenario (and the active rules beside it); nothing changes.
+
+    One simulation at a time per replica (429 while one runs); runs over the size or time
+    limit are refused (422) or stopped (503).
+    """
+    settings = request.app.state.settings
+    scenario_text = body.scenario
+    if scenario_text is None:
+        scenario_text = await asyncio.to_thread(EXAMPLE_SCENARIO.read_text, encoding="utf-8")
+    run = SimulationRequest(
+        draft=body.rules,
+        active=rules.active.row.source if body.compare_with_active else None,
+        scenario=scenario_text,
+        policy=body.policy,
+        seeds=body.seeds,
+    )
+    try:
+        _, scenario = await asyncio.to_thread(check_request, run)
+    except RulesInvalid as exc:
+        raise _invalid(exc) from None
+    contacts = await asyncio.to_thread(simulated_contacts, scenario, run)
+    if contacts > settings.simulation_max_contacts:
+        raise InvalidInput(
+            f"the run would simulate {contacts} contacts, more than the limit of "
+            f"{settings.simulation_max_contacts}: use fewer seeds or a smaller scenario",
+            errors=[{"field": "seeds", "message": "too many contacts for one API run"}],
+        )
+    try:
+        report = await _simulations(request).run(run)
+    except SimulationBusy as exc:
+        raise TooManyRequests(str(exc), headers={"Retry-After": "10"}) from None
+    except SimulationTimedOut as exc:
+        raise Unavailable(str(exc)) from None
+    return SimulationOut.model_validate(report)

@@ -1,0 +1,120 @@
+"""Simulations on behalf of the API: a draft rule set against the active one, off the server.
+
+A simulation is seconds to minutes of CPU. It runs in a separate worker process (one at a
+time per replica, started on first use), so the event loop and the route path are not slowed;
+a run over its time limit is stopped by killing the worker. Inputs are checked in the request
+first, so a bad draft or scenario is a 422 with file, line and field at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import multiprocessing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from routing_rules.compiled import compile_rules
+from routing_rules.schema import RuleSet
+from routing_rules.validation import validate_rules_text
+from simulator.loading import load_scenario
+from simulator.policies import Policy
+from simulator.report import as_json, markdown
+from simulator.runner import Arm, expected_contacts, quiet_logs, run_experiment
+from simulator.scenario import Scenario
+
+EXAMPLE_SCENARIO = Path(__file__).resolve().parent / "examples" / "center-200.yaml"
+
+
+@dataclass(frozen=True)
+class SimulationRequest:
+    """Everything a run needs, as plain text (it crosses a process boundary)."""
+
+    draft: str
+    active: str | None  # None: simulate the draft alone
+    scenario: str
+    policy: Policy
+    seeds: int
+
+
+class SimulationBusy(Exception):
+    """Another simulation is running on this replica."""
+
+
+class SimulationTimedOut(Exception):
+    """The run took longer than the limit and was stopped."""
+
+
+def check_request(request: SimulationRequest) -> tuple[RuleSet, Scenario]:
+    """Validate the draft (and active) rules and the scenario; raise RulesInvalid if not valid."""
+    draft = validate_rules_text(request.draft, file="draft").ruleset
+    scenario = load_scenario(request.scenario, draft, file="scenario")
+    if request.active is not None:
+        active = validate_rules_text(request.active, file="active").ruleset
+        load_scenario(request.scenario, active, file="scenario")
+    return draft, scenario
+
+
+def simulated_contacts(scenario: Scenario, request: SimulationRequest) -> int:
+    """How many contacts the run would simulate over every arm and seed."""
+    arms = 1 if request.active is None else 2
+    return expected_contacts(scenario, request.seeds) * arms
+
+
+def run_request(request: SimulationRequest) -> dict[str, Any]:
+    """Run the simulation (in the worker process); the report as JSON with its markdown."""
+    quiet_logs()
+    draft, scenario = check_request(request)
+    arms = []
+    if request.active is not None:
+        active = validate_rules_text(request.active, file="active").ruleset
+        arms.append(Arm("active", compile_rules(active), request.policy))
+    arms.append(Arm("draft", compile_rules(draft), request.policy))
+    experiment = run_experiment(scenario, arms, seeds=request.seeds)
+    return {**as_json(experiment), "markdown": markdown(experiment)}
+
+
+class SimulationWorker:
+    """One simulation at a time in a spawned worker process, with a time limit."""
+
+    def __init__(self, time_limit: float) -> None:
+        self._time_limit = time_limit
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._busy = asyncio.Lock()
+
+    async def run(self, request: SimulationRequest) -> dict[str, Any]:
+        """The report of `request`; SimulationBusy or SimulationTimedOut if it cannot be had."""
+        if self._busy.locked():
+            raise SimulationBusy("another simulation is running on this replica")
+        async with self._busy:
+            if self._pool is None:
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                )
+            future = asyncio.get_running_loop().run_in_executor(self._pool, run_request, request)
+            try:
+                return await asyncio.wait_for(future, self._time_limit)
+            except TimeoutError:
+                await asyncio.to_thread(self.close)
+                raise SimulationTimedOut(
+                    f"the simulation took longer than {self._time_limit:g} s and was stopped; "
+                    "use fewer seeds or a smaller scenario, or run `skillroute simulate`"
+                ) from None
+            except concurrent.futures.process.BrokenProcessPool:
+                await asyncio.to_thread(self.close)
+                raise
+
+    def close(self) -> None:
+        """Stop the worker process (a run in progress with it)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        processes = list((pool._processes or {}).values())
+        for process in processes:
+            with contextlib.suppress(ValueError):
+                process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(5.0)
