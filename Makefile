@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test lint format bench bench-dispatch bench-route bench-reorder bench-passes clean
+.PHONY: install run test lint format bench bench-dispatch bench-route bench-reorder bench-passes bench-simulate clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,7 +35,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-dispatch bench-route bench-reorder bench-passes ## All benchmarks (prints the figures the README quotes)
+bench: bench-dispatch bench-route bench-reorder bench-passes bench-simulate ## All benchmarks (prints the figures the README quotes)
 
 bench-dispatch: install
 	$(BIN)/python -m bench.bench_dispatch
@@ -48,6 +48,9 @@ bench-reorder: install
 
 bench-passes: install
 	$(BIN)/python -m bench.bench_passes
+
+bench-simulate: install
+	$(BIN)/python -m bench.bench_simulate
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

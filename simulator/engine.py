@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from routing_rules.compiled import CompiledRule, CompiledRules, ContactFacts
+from service.performance import PerformanceBook
 from service.state.memory import MemoryState
 from service.state.records import AgentRecord, Reservation, WaitingEntry
 from simulator.policies import Policy, PolicyDispatcher
@@ -187,12 +188,20 @@ class DaySimulation:
         seed: int = 1,
         on_outcome: OutcomeHook | None = None,
         progress: Callable[[int], None] | None = None,
+        performance: PerformanceBook | None = None,
+        floor_seed: int | None = None,
     ) -> None:
         self.scenario, self.rules, self.policy, self.seed = scenario, rules, policy, seed
         self.state = MemoryState(rules)
         self.dispatcher = PolicyDispatcher(self.state, policy=policy)
+        # Outcome-based routing learns as the day goes: every outcome goes into the book the
+        # dispatcher scores with (the service feeds its book from recorded outcomes the same way).
+        self.dispatcher.performance = performance
+        self._book = performance
         self.demand = make_demand(scenario, seed)
-        self.floor = make_floor(scenario, seed)
+        # The agents (and their resolution skill) come from `floor_seed`: a history day has
+        # other customers but the same agents as the day it precedes.
+        self.floor = make_floor(scenario, seed if floor_seed is None else floor_seed)
         self._row = {agent_id: i for i, agent_id in enumerate(self.floor.ids)}
         self._on_outcome = on_outcome
         self._progress = progress
@@ -350,8 +359,12 @@ class DaySimulation:
         sale = self.scenario.revenue.get(stream.inquiry_type)
         if resolved and sale is not None and self.demand.sale_draw[i] < sale.probability:
             self.revenue[i] = int(self.demand.sale_amount[i])
-        if self._on_outcome is not None:
-            self._on_outcome(self._outcome(i, row, stream.name, handle, now))
+        if self._on_outcome is not None or self._book is not None:
+            outcome = self._outcome(i, row, stream.name, handle, now)
+            if self._book is not None:
+                self._book.add(outcome)
+            if self._on_outcome is not None:
+                self._on_outcome(outcome)
         await self._dispatch(stream.channel, now)
 
     def _outcome(

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 import structlog
 
 from routing_rules.compiled import CompiledRules
+from service.performance import PerformanceBook
 from simulator.engine import DayResult, DaySimulation, make_demand
 from simulator.policies import Policy
 from simulator.scenario import Scenario
 from simulator.stats import Estimate, paired_difference, summarise
 
 MAX_SEEDS = 100
+HISTORY_SEED = 100_003  # history day k of seed s is simulated with seed s + k * HISTORY_SEED
 
 
 @dataclass(frozen=True)
@@ -67,17 +69,32 @@ def run_arm(
 ) -> ArmResult:
     """Simulate the scenario's day once per seed under `arm`."""
     started = time.perf_counter()
-    days = [
-        asyncio.run(
-            DaySimulation(
-                scenario, arm.rules, policy=arm.policy, seed=seed, progress=progress
-            ).run()
-        )
-        for seed in seeds
-    ]
+    days = [asyncio.run(_day(scenario, arm, seed, progress)) for seed in seeds]
     result = ArmResult(arm, days, time.perf_counter() - started)
     result.figures = summarise(days)
     return result
+
+
+async def _day(
+    scenario: Scenario, arm: Arm, seed: int, progress: Callable[[int], None] | None
+) -> DayResult:
+    """One measured day; with performance routing, after the scenario's history days."""
+    book = None
+    if arm.rules.ruleset.scoring.performance > 0:
+        book = PerformanceBook(arm.rules.ruleset.performance)
+        for back in range(scenario.history_days, 0, -1):
+            # Earlier days have their own customers (other seeds), the same agents.
+            await DaySimulation(
+                scenario,
+                arm.rules,
+                policy=arm.policy,
+                seed=seed + HISTORY_SEED * back,
+                performance=book,
+                floor_seed=seed,
+            ).run()
+    return await DaySimulation(
+        scenario, arm.rules, policy=arm.policy, seed=seed, progress=progress, performance=book
+    ).run()
 
 
 def run_experiment(

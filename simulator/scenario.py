@@ -153,6 +153,11 @@ class Scenario(_Strict):
         default_factory=dict, description="inquiry type -> revenue of a resolved contact"
     )
     currency: Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
+    history_days: Annotated[StrictInt, Field(ge=0, le=30)] = Field(
+        default=0,
+        description="days simulated before the measured one whose outcomes the performance "
+        "table starts from (only when the rules weigh performance)",
+    )
     service_level_seconds: Annotated[StrictInt, Field(ge=1, le=86_400)] | None = Field(
         default=None,
         description="answer-time target for SLA figures; default: each tier's SLA in the rules "
