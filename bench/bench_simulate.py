@@ -59,9 +59,7 @@ def main() -> None:
     scenario = load_scenario(EXAMPLE_SCENARIO.read_text(), ruleset)
     scenario = scenario.model_copy(update={"history_days": 1})
     weighted = ruleset.model_copy(
-        update={
-            "scoring": ruleset.scoring.model_copy(update={"performance": PERFORMANCE_WEIGHT})
-        }
+        update={"scoring": ruleset.scoring.model_copy(update={"performance": PERFORMANCE_WEIGHT})}
     )
     arms = [
         Arm("optimal + performance", compile_rules(weighted), "optimal"),

@@ -6,6 +6,7 @@ value(contact, agent) = base
                       + skill_fit · agent's mean level on the required skills / 5
                       + preferred · weighted mean level on preferred skills / 5
                       + idle · minutes the agent has been idle (capped)
+                      + performance · the agent's outcome score (0-1) on the contact's kind
 
 The base (`CompiledRules.base_points`, at least BASE) makes serving one more contact worth more
 than any precedence and match-quality difference, so the assignment serves as many contacts as
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +34,8 @@ SCALE = 1000
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+# (inquiry_type, segment, journey_stage): what the performance score of an agent is about.
+ContactKind = tuple[str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,20 @@ class WaitingContact:
     wait_seconds: float
     excluded_agents: frozenset[str] = frozenset()
     precedence: int = 0  # 0 normal, 1 served first (fast lane), 2 starvation guard
+    kind: ContactKind = ("", "", "")  # (inquiry_type, segment, journey_stage)
+
+
+class PerformanceLookup(Protocol):
+    """Agents' outcome-based performance scores per contact kind (service/performance.py)."""
+
+    @property
+    def version(self) -> int:
+        """Changes whenever any score may have changed (outcomes or settings)."""
+        ...
+
+    def scores(self, kind: ContactKind, ids: Sequence[str] | npt.NDArray[np.object_]) -> FloatArray:
+        """Each agent's score in [0, 1] on `kind`, in the order of `ids`."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +121,7 @@ class ScoreTerms:
     idle: float
     total: float
     precedence: float = 0.0  # the tier-precedence points included in total
+    performance: float = 0.0  # scoring.performance x the agent's score, included in total
 
 
 def stage_of(rules: CompiledRules, contact: WaitingContact) -> StagePlan:
@@ -193,26 +212,79 @@ def contact_terms(contact: WaitingContact, scoring: Scoring) -> tuple[float, flo
     return scoring.priority * contact.priority, scoring.wait * wait_minutes
 
 
+_PerformanceKey = tuple[int, int, ContactKind, int, float]
+_PERFORMANCE: dict[_PerformanceKey, tuple[PerformanceLookup, FloatArray]] = {}
+_NO_KIND: ContactKind = ("", "", "")
+
+
+def performance_term(
+    rules: CompiledRules,
+    pool: AgentPool,
+    kind: ContactKind,
+    performance: PerformanceLookup | None,
+) -> FloatArray | None:
+    """`scoring.performance` times each pool row's score on `kind`; None when the term is off.
+
+    Scores change when outcomes are recorded, not per call, so the vector is cached per lookup
+    version, kind, agent-profile version (which fixes the pool's rows) and weight. Scores are
+    clipped to [0, 1]: the term never exceeds the weight that `score_ceiling` counts.
+    """
+    weight = float(rules.ruleset.scoring.performance)
+    if performance is None or weight <= 0:
+        return None
+    key = None
+    if pool.profile_version is not None:
+        key = (id(performance), performance.version, kind, pool.profile_version, weight)
+        cached = _PERFORMANCE.get(key)
+        if cached is not None:
+            return cached[1]
+    scores = np.asarray(performance.scores(kind, pool.ids), dtype=np.float64)
+    if scores.shape != (pool.size,):
+        raise ValueError(f"performance scores have shape {scores.shape}, not ({pool.size},)")
+    term = np.clip(scores, 0.0, 1.0) * weight
+    term.flags.writeable = False
+    if key is not None:
+        if len(_PERFORMANCE) > 4096:
+            _PERFORMANCE.clear()
+        # The lookup is held with its vector, so its id cannot be reused while cached.
+        _PERFORMANCE[key] = (performance, term)
+    return term
+
+
+def contact_base(rules: CompiledRules, contact: WaitingContact) -> float:
+    """Base, precedence, priority and wait points of one contact (same for every agent)."""
+    scoring = rules.ruleset.scoring
+    return (
+        rules.base_points
+        + rules.precedence_points * contact.precedence
+        + scoring.priority * contact.priority
+        + scoring.wait * min(contact.wait_seconds / 60.0, float(scoring.wait_cap_minutes))
+    )
+
+
 def build_arcs(
     rules: CompiledRules,
     pool: AgentPool,
     contacts: Sequence[WaitingContact],
     channel: int,
+    performance: PerformanceLookup | None = None,
 ) -> tuple[Arcs, BoolArray]:
     """All eligible pairs for `contacts` (all on `channel`), and which contacts had any.
 
-    Contacts on the same rule, stage and language share one eligibility mask and one vector
-    of agent terms; only the contact terms (priority, wait) differ within a group.
+    Contacts on the same rule, stage and language (and kind, while the performance term is
+    on) share one eligibility mask and one vector of agent terms; only the contact terms
+    (priority, wait) differ within a group.
     """
     scoring = rules.ruleset.scoring
-    groups: dict[tuple[int, int, int], list[int]] = {}
+    by_kind = performance is not None and scoring.performance > 0
+    groups: dict[tuple[int, int, int, ContactKind], list[int]] = {}
     for i, contact in enumerate(contacts):
-        groups.setdefault((contact.rule, contact.stage, contact.language), []).append(i)
+        kind = contact.kind if by_kind else _NO_KIND
+        groups.setdefault((contact.rule, contact.stage, contact.language, kind), []).append(i)
     contact_parts: list[IntArray] = []
     agent_parts: list[IntArray] = []
     value_parts: list[IntArray] = []
-    wait_cap = float(scoring.wait_cap_minutes)
-    for members in groups.values():
+    for (_, _, _, kind), members in groups.items():
         static_rows, skill_value = static_candidates(rules, pool, contacts[members[0]])
         free = pool.free[static_rows, channel] > 0
         agents = static_rows[free]
@@ -220,33 +292,18 @@ def build_arcs(
             continue
         idle = np.minimum(pool.idle_seconds[agents] * (1 / 60.0), scoring.idle_cap_minutes)
         agent_value = skill_value[free] + idle * scoring.idle
+        term = performance_term(rules, pool, kind, performance) if by_kind else None
+        if term is not None:
+            agent_value = agent_value + term[agents]
         if len(members) == 1:
-            only = contacts[members[0]]
-            base_one = (
-                rules.base_points
-                + rules.precedence_points * only.precedence
-                + scoring.priority * only.priority
-                + scoring.wait * min(only.wait_seconds / 60.0, wait_cap)
-            )
+            base_one = contact_base(rules, contacts[members[0]])
             flat_values = np.rint((agent_value + base_one) * SCALE).astype(np.int64)
             c_idx = np.full(agents.size, members[0], dtype=np.int64)
             a_idx = agents.astype(np.int64)
         else:
             member_idx = np.asarray(members, dtype=np.int64)
-            priority = np.fromiter(
-                (contacts[i].priority for i in members), np.float64, len(members)
-            )
-            waited = np.fromiter(
-                (contacts[i].wait_seconds for i in members), np.float64, len(members)
-            )
-            precedence = np.fromiter(
-                (contacts[i].precedence for i in members), np.float64, len(members)
-            )
-            base = (
-                rules.base_points
-                + rules.precedence_points * precedence
-                + scoring.priority * priority
-                + scoring.wait * np.minimum(waited / 60.0, wait_cap)
+            base = np.fromiter(
+                (contact_base(rules, contacts[i]) for i in members), np.float64, len(members)
             )
             values = np.rint((base[:, None] + agent_value[None, :]) * SCALE).astype(np.int64)
             c_idx = np.repeat(member_idx, agents.size)
@@ -288,6 +345,7 @@ def explain_candidates(
     contact: WaitingContact,
     *,
     limit: int = 5,
+    performance: PerformanceLookup | None = None,
 ) -> list[ScoreTerms]:
     """The best `limit` eligible agents for one contact with every score term, best first.
 
@@ -301,43 +359,31 @@ def explain_candidates(
         if j is not None:
             mask[j] = False
     fit, pref, idle = agent_terms(pool, stage, scoring)
+    term = performance_term(rules, pool, contact.kind, performance)
+    perf = np.zeros(pool.size) if term is None else term
     prio, wait = contact_terms(contact, scoring)
     tier = rules.precedence_points * contact.precedence
-    total = rules.base_points + tier + prio + wait + fit + pref + idle
+    total = rules.base_points + tier + prio + wait + fit + pref + idle + perf
     eligible = np.flatnonzero(mask)
     best = eligible[np.argsort(-total[eligible], kind="stable")[:limit]]
-    out = [
+    others = np.flatnonzero(~mask & (pool.free[:, contact.channel] > 0))[:limit]
+    return [
         ScoreTerms(
             str(pool.ids[j]),
-            True,
-            "eligible",
+            ok,
+            "eligible" if ok else ineligibility(pool, stage, contact, int(j), rules.skills),
             prio,
             wait,
             float(fit[j]),
             float(pref[j]),
             float(idle[j]),
-            float(total[j]),
+            float(total[j]) if ok else 0.0,
             tier,
+            float(perf[j]),
         )
-        for j in best
+        for rows, ok in ((best, True), (others, False))
+        for j in rows
     ]
-    others = np.flatnonzero(~mask & (pool.free[:, contact.channel] > 0))[:limit]
-    for j in others:
-        out.append(
-            ScoreTerms(
-                str(pool.ids[j]),
-                False,
-                ineligibility(pool, stage, contact, int(j), rules.skills),
-                prio,
-                wait,
-                float(fit[j]),
-                float(pref[j]),
-                float(idle[j]),
-                0.0,
-                tier,
-            )
-        )
-    return out
 
 
 def ineligibility(
@@ -356,7 +402,11 @@ def ineligibility(
 
 
 def terms_for_rows(
-    rules: CompiledRules, pool: AgentPool, contact: WaitingContact, rows: Sequence[int]
+    rules: CompiledRules,
+    pool: AgentPool,
+    contact: WaitingContact,
+    rows: Sequence[int],
+    performance: PerformanceLookup | None = None,
 ) -> list[ScoreTerms]:
     """Score terms of a few chosen agent rows for one contact (cheap: no full-pool pass)."""
     if not rows:
@@ -364,17 +414,28 @@ def terms_for_rows(
     scoring = rules.ruleset.scoring
     idx = np.asarray(rows, dtype=np.int64)
     fit, pref, idle = agent_terms(pool, stage_of(rules, contact), scoring, idx)
+    term = performance_term(rules, pool, contact.kind, performance)
+    perf = [0.0] * len(rows) if term is None else term[idx].tolist()
     prio, wait = contact_terms(contact, scoring)
     tier = rules.precedence_points * contact.precedence
     base = rules.base_points + tier + prio + wait
     return [
-        ScoreTerms(str(pool.ids[j]), True, "eligible", prio, wait, f, p, i, base + f + p + i, tier)
-        for j, f, p, i in zip(rows, fit.tolist(), pref.tolist(), idle.tolist(), strict=True)
+        ScoreTerms(
+            str(pool.ids[j]), True, "eligible", prio, wait, f, p, i, base + f + p + i + g, tier, g
+        )
+        for j, f, p, i, g in zip(
+            rows, fit.tolist(), pref.tolist(), idle.tolist(), perf, strict=True
+        )
     ]
 
 
 def rank_for_one(
-    rules: CompiledRules, pool: AgentPool, contact: WaitingContact, *, limit: int
+    rules: CompiledRules,
+    pool: AgentPool,
+    contact: WaitingContact,
+    *,
+    limit: int,
+    performance: PerformanceLookup | None = None,
 ) -> tuple[list[int], int]:
     """The best eligible agent rows for one contact, best first, and how many were eligible.
 
@@ -391,14 +452,13 @@ def rank_for_one(
     if rows.size == 0:
         return [], 0
     scoring = rules.ruleset.scoring
-    base = (
-        rules.base_points
-        + rules.precedence_points * contact.precedence
-        + scoring.priority * contact.priority
-        + scoring.wait * min(contact.wait_seconds / 60.0, float(scoring.wait_cap_minutes))
-    )
     idle = np.minimum(pool.idle_seconds[rows] * (1 / 60.0), scoring.idle_cap_minutes)
-    values = np.rint((skill_value[free] + idle * scoring.idle + base) * SCALE).astype(np.int64)
+    # Summed in the same order as build_arcs, so both give the very same integer values.
+    agent_value = skill_value[free] + idle * scoring.idle
+    term = performance_term(rules, pool, contact.kind, performance)
+    if term is not None:
+        agent_value = agent_value + term[rows]
+    values = np.rint((agent_value + contact_base(rules, contact)) * SCALE).astype(np.int64)
     best = int(np.argmax(values))
     if rows.size <= limit:
         order = np.lexsort((rows, -values))

@@ -156,6 +156,16 @@ def _vocabulary_problems(ruleset: RuleSet, raw: dict[str, Any]) -> Iterator[tupl
                 "missing_trigger",
             )
     yield from _sla_problems(ruleset)
+    yield from _outcome_problems(ruleset)
+
+
+def _outcome_problems(ruleset: RuleSet) -> Iterator[tuple[Path, str, str]]:
+    tags = ruleset.outcomes.tags
+    for kind in ("needs", "frustrations", "requests"):
+        names: list[str] = getattr(tags, kind)
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                yield ("outcomes", "tags", kind, index), f"{name!r} is listed twice", "duplicate"
 
 
 def _sla_problems(ruleset: RuleSet) -> Iterator[tuple[Path, str, str]]:

@@ -17,7 +17,9 @@ from service.api import (
     contacts,
     fastlane,
     health,
+    outcomes,
     passes,
+    performance,
     reports,
     route,
     rules,
@@ -30,7 +32,9 @@ from service.events.delivery import WebhookDeliverer
 from service.events.endpoints import WebhookEndpoints
 from service.logging import configure_logging
 from service.middleware import RequestContext
+from service.outcomes import OutcomeDesk
 from service.passes import PassDesk
+from service.performance_store import PerformanceStore
 from service.problems import install_problem_handlers
 from service.rate_limits import RateLimits
 from service.routing import RoutingService
@@ -40,6 +44,7 @@ from service.state.memory import MemoryState
 from service.storage.db import make_engine, upgrade
 from service.storage.writer import BatchWriter
 from service.vocabulary import dropped_in_use
+from simulator.service import SimulationWorker
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +70,10 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
             tasks.append(asyncio.create_task(app.state.webhooks.run(), name="webhooks"))
             # Passes sold or changed by another replica reach this one's in-memory index.
             tasks.append(asyncio.create_task(app.state.passes.run(1.0), name="passes-refresh"))
+            # The performance table follows the outcome window and other replicas' outcomes.
+            tasks.append(
+                asyncio.create_task(app.state.performance.run(), name="performance-refresh")
+            )
             # Importing CP-SAT takes ~1.4 s: not on the first fast-lane booking's request.
             tasks.append(asyncio.create_task(app.state.appointments.warm(), name="cp-sat-warm"))
         try:
@@ -76,6 +85,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
             except TimeoutError:
                 log.warning("shutdown.webhooks_close_timed_out")
             app.state.dispatcher.close()
+            app.state.simulations.close()
             app.state.writer.stop()
             app.state.engine.dispose()
 
@@ -90,6 +100,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
     for module in (
         route,
         contacts,
+        outcomes,
         agents,
         rules,
         passes,
@@ -97,6 +108,7 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
         appointments,
         webhooks,
         reports,
+        performance,
         health,
     ):
         app.include_router(module.router)
@@ -137,11 +149,15 @@ async def _start(app: FastAPI, settings: Settings) -> None:
         batch_max=settings.write_batch_max,
     )
     writer.start()
+    performance_store = PerformanceStore(engine, store.compiled.ruleset.performance)
+    await asyncio.to_thread(performance_store.refresh)
+    store.subscribe(performance_store.on_rules_changed)
     dispatcher = Dispatcher(
         state,
         reservation_ttl=settings.reservation_ttl_seconds,
         solve_time_limit=settings.solve_time_limit_seconds,
         inline_max_arcs=settings.solve_inline_max_arcs,
+        performance=performance_store.book,
     )
     pass_desk = PassDesk(engine=engine, rules=store, settings=settings)
     await pass_desk.recover()
@@ -165,6 +181,9 @@ async def _start(app: FastAPI, settings: Settings) -> None:
     app.state.writer, app.state.dispatcher = writer, dispatcher
     app.state.routing, app.state.agents = routing, desk
     app.state.passes = pass_desk
+    app.state.outcomes = OutcomeDesk(engine=engine, rules=store)
+    app.state.outcomes.listeners.append(performance_store.on_outcomes)
+    app.state.performance = performance_store
     app.state.appointments = AppointmentBook(
         engine=engine,
         rules=store,
@@ -172,6 +191,7 @@ async def _start(app: FastAPI, settings: Settings) -> None:
         reorder_time_limit=settings.reorder_time_limit_seconds,
     )
     app.state.webhooks = WebhookDeliverer(engine, settings)
+    app.state.simulations = SimulationWorker(settings.simulation_time_limit_seconds)
     app.state.webhook_endpoints = WebhookEndpoints(engine, app.state.webhooks)
     agents_loaded = await desk.recover()
 

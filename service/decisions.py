@@ -117,6 +117,7 @@ def terms_dict(t: ScoreTerms) -> dict[str, Any]:
         "idle": t.idle,
         "total": t.total,
         "precedence": t.precedence,
+        "performance": t.performance,
     }
 
 

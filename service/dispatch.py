@@ -27,6 +27,7 @@ from routing_rules.compiled import CompiledRules
 from routing_rules.scoring import (
     AgentPool,
     Arcs,
+    PerformanceLookup,
     ScoreTerms,
     WaitingContact,
     build_arcs,
@@ -112,8 +113,11 @@ class Dispatcher:
         reservation_ttl: float,
         solve_time_limit: float,
         inline_max_arcs: int,
+        performance: PerformanceLookup | None = None,
     ) -> None:
         self._state = state
+        # Agents' outcome-based scores; the rules' `scoring.performance` weighs them in.
+        self.performance = performance
         self._ttl = reservation_ttl
         self._time_limit = solve_time_limit
         self._inline_max_arcs = inline_max_arcs
@@ -221,7 +225,9 @@ class Dispatcher:
             started = time.perf_counter()
             pool = await self._state.pool(entry.channel, now)
             contact = as_waiting_contact(rules, entry, now)
-            ranked, eligible = rank_for_one(rules, pool, contact, limit=TOP_CANDIDATES)
+            ranked, eligible = rank_for_one(
+                rules, pool, contact, limit=TOP_CANDIDATES, performance=self.performance
+            )
             if not ranked:
                 return None
             reservation = Reservation(
@@ -240,7 +246,7 @@ class Dispatcher:
                 reservation,
                 "argmax",
                 stage_of_name(rules, entry),
-                terms_for_rows(rules, pool, contact, ranked),
+                terms_for_rows(rules, pool, contact, ranked, self.performance),
                 eligible,
             )
             metrics.dispatch_seconds("argmax", time.perf_counter() - started)
@@ -284,7 +290,7 @@ class Dispatcher:
             as_waiting_contact(rules, e, now, p.level)
             for e, p in zip(advanced, precedences, strict=True)
         ]
-        arcs, had_eligible = build_arcs(rules, pool, contacts, c)
+        arcs, had_eligible = build_arcs(rules, pool, contacts, c, self.performance)
         changed = []
         for i, (entry, old) in enumerate(zip(advanced, entries, strict=True)):
             if had_eligible[i]:
@@ -328,7 +334,9 @@ class Dispatcher:
             if promoted_by is not None:
                 metrics.PROMOTIONS.labels(protection=promoted_by).inc()
             mine = by_contact[starts[i] : starts[i + 1]]
-            candidates = _top_candidates(rules, pool, arcs, mine, contacts[i], row)
+            candidates = _top_candidates(
+                rules, pool, arcs, mine, contacts[i], row, self.performance
+            )
             result.placements.append(
                 Placement(
                     entry,
@@ -465,6 +473,7 @@ def as_waiting_contact(
         # small team (or a keep-waiting rule) must not strand the contact.
         excluded_agents=entry.excluded_agents if now < entry.excluded_until else frozenset(),
         precedence=precedence,
+        kind=(entry.facts.inquiry_type, entry.facts.segment, entry.facts.journey_stage),
     )
 
 
@@ -481,6 +490,7 @@ def _top_candidates(
     mine: Any,
     contact: WaitingContact,
     chosen_row: int,
+    performance: PerformanceLookup | None,
 ) -> list[ScoreTerms]:
     """The chosen agent and the next best eligible ones, with score terms."""
     rows = arcs.agent[mine]
@@ -491,4 +501,4 @@ def _top_candidates(
     else:
         top.remove(chosen_row)
         top.insert(0, chosen_row)
-    return terms_for_rows(rules, pool, contact, top)
+    return terms_for_rows(rules, pool, contact, top, performance)

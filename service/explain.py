@@ -34,7 +34,10 @@ async def explain(routing: RoutingService, contact_id: str) -> dict[str, Any]:
             protection=protection,
         )
         waiting = as_waiting_contact(rules, entry, now, precedence.level)
-        candidates = [terms_dict(t) for t in explain_candidates(rules, pool, waiting)]
+        performance = routing.dispatcher.performance
+        candidates = [
+            terms_dict(t) for t in explain_candidates(rules, pool, waiting, performance=performance)
+        ]
         stage_name, stage = stage_of_name(rules, entry), entry.stage
     elif latest is not None:
         candidates = latest["explanation"].get("candidates", [])

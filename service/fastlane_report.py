@@ -1,6 +1,8 @@
 """The fast-lane report: passes sold, consumed and refunded, revenue, costs, standard impact.
 
-Definitions are in `service.reports` (fast-lane money is counted on a cash basis).
+Definitions are in `service.reports` (fast-lane money is counted on a cash basis). The
+outcomes per tier cover contacts completed in the window, as the outcome reports count them
+(definitions in `service.outcome_reports`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from routing_rules.schema import RuleSet
+from service.outcome_reports import tier_outcomes
 from service.report_models import (
     FastLaneReportOut,
     PassCountsOut,
@@ -81,6 +84,7 @@ def fastlane_report(
         consumed = _count(connection, _PASSES, _between(p.consumed_at, window))
         cancelled = _count(connection, _PASSES, _between(p.cancelled_at, window))
         moves = _count(connection, _OUTBOX, o.type == REORDER_EVENT, _between(o.created_at, window))
+        outcomes = tier_outcomes(connection, ruleset, window)
     costs = ruleset.fast_lane
     standard, fast = analysis.overall("standard"), analysis.overall("fast_lane")
     handling = SpecialHandlingOut(
@@ -139,4 +143,5 @@ def fastlane_report(
             fast_lane_mean_wait_seconds=fast.mean_wait_seconds,
             fast_lane_within_sla_percent=fast.within_sla_percent,
         ),
+        outcomes_by_tier=outcomes,
     )

@@ -103,6 +103,11 @@ class CandidateOut(BaseModel):
     precedence: float = Field(
         default=0.0, description="tier-precedence points included in total (fast lane first)"
     )
+    performance: float = Field(
+        default=0.0,
+        description="scoring.performance x the agent's outcome score (0-1) on the contact's "
+        "inquiry type, segment and journey stage, included in total",
+    )
 
 
 class ExplanationOut(BaseModel):

@@ -1,5 +1,9 @@
 """The shapes of the SLA and fast-lane reports: the window asked for, JSON rows and CSV.
 
+The outcome figures of a group of completed contacts (`OutcomeFiguresOut`) live here too: the
+fast-lane report carries them per tier, and the outcome reports (service.outcome_report_models)
+build their rows from them.
+
 A report covers the half-open window [from, to), cut into buckets of a fixed length that start
 at `from` (so `from` with an offset of +01:00 and interval 1d gives days that start at local
 midnight; a day is always 24 h, so across a daylight-saving change the buckets keep their UTC
@@ -252,6 +256,50 @@ class StandardImpactOut(BaseModel):
     fast_lane_within_sla_percent: float | None
 
 
+class CurrencyRevenueOut(BaseModel):
+    """Outcome revenue recorded in one currency, in minor units."""
+
+    currency: str
+    revenue_minor: int = Field(description="sum of the outcomes' revenue in this currency")
+    revenue_per_interaction: float = Field(
+        description="revenue_minor / contacts: every outcome of the group is in the denominator"
+    )
+
+
+class OutcomeFiguresOut(BaseModel):
+    """What came of a group of completed contacts; a rate is null when its denominator is 0."""
+
+    contacts: int = Field(description="outcomes completed in the window")
+    resolved: int
+    resolution_rate: float | None = Field(description="resolved / contacts")
+    durable: int = Field(description="resolved and no repeat contact recorded")
+    durable_resolution_rate: float | None = Field(description="durable / contacts")
+    repeat_contacts: int = Field(description="outcomes that repeat an earlier contact")
+    repeat_rate: float | None = Field(description="repeat_contacts / contacts")
+    nps_responses: int = Field(description="outcomes with an NPS answer")
+    promoters: int = Field(description="NPS answers of 9 or 10")
+    detractors: int = Field(description="NPS answers of 0 to 6")
+    nps: float | None = Field(description="100 × (promoters − detractors) / nps_responses")
+    upsells: int
+    upsell_conversion: float | None = Field(description="upsells / contacts")
+    cross_sells: int
+    cross_sell_conversion: float | None = Field(description="cross_sells / contacts")
+    mean_handle_seconds: float | None
+    revenue: list[CurrencyRevenueOut] = Field(description="one entry per currency recorded")
+
+
+class TierKeyOut(BaseModel):
+    """The tier a row of outcome figures belongs to."""
+
+    tier: Tier
+    tier_name: str = Field(description="the tier's display name in the active rules")
+
+
+# Base order puts the key first: pydantic lists the fields of the last base first.
+class TierOutcomesOut(OutcomeFiguresOut, TierKeyOut):
+    """Outcomes of one tier's contacts completed in the window."""
+
+
 class FastLaneReportOut(BaseModel):
     """Passes, revenue net of refunds, special-handling cost and the standard tier's wait."""
 
@@ -267,6 +315,9 @@ class FastLaneReportOut(BaseModel):
     revenue: list[RevenueOut] = Field(description="one entry per currency")
     special_handling: SpecialHandlingOut
     standard_tier_impact: StandardImpactOut
+    outcomes_by_tier: list[TierOutcomesOut] = Field(
+        description="both tiers' outcomes of contacts completed in the window"
+    )
 
 
 # Spreadsheets run a cell that starts with one of these as a formula (CSV injection); tier
@@ -284,7 +335,8 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _csv(header: list[str], rows: list[list[Any]]) -> str:
+def csv_table(header: list[str], rows: list[list[Any]]) -> str:
+    """CSV text with CRLF line ends; text cells that a spreadsheet would run are defused."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(header)
@@ -298,7 +350,7 @@ SLA_CSV_COLUMNS = list(SlaRowOut.model_fields)
 def sla_csv(report: SlaReportOut) -> str:
     """The SLA report as CSV: a header, the bucket rows, then the total rows."""
     rows = [list(row.model_dump().values()) for row in (*report.rows, *report.totals)]
-    return _csv(SLA_CSV_COLUMNS, rows)
+    return csv_table(SLA_CSV_COLUMNS, rows)
 
 
 _MONEY = {"cost_per_contact", "contact_cost", "cost_per_reorder", "reorder_cost", "total_cost"}
@@ -333,4 +385,13 @@ def fastlane_csv(report: FastLaneReportOut) -> str:
         [f"standard_tier_impact.{name}", None, value]
         for name, value in report.standard_tier_impact.model_dump().items()
     ]
-    return _csv(["figure", "currency", "value"], rows)
+    for tier in report.outcomes_by_tier:
+        prefix = f"outcomes.{tier.tier}"
+        scalars = tier.model_dump(exclude={"tier", "revenue"})
+        rows += [[f"{prefix}.{name}", None, value] for name, value in scalars.items()]
+        for earned in tier.revenue:
+            rows += [
+                [f"{prefix}.{name}", earned.currency, value]
+                for name, value in earned.model_dump(exclude={"currency"}).items()
+            ]
+    return csv_table(["figure", "currency", "value"], rows)

@@ -58,16 +58,18 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 FAST_LANE_SECTIONS = ("tiers", "fast_lane", "calendar", "capacity_plan")
+OUTCOME_SECTIONS = ("outcomes", "performance")
 
 
 def demo_rules_with(extra_yaml: str = "") -> str:
-    """The demo rules without their fast-lane sections (defaults apply), plus `extra_yaml`.
+    """The demo rules without their fast-lane and outcome sections (defaults apply), plus
+    `extra_yaml`.
 
-    Tests that configure tiers, the calendar or a capacity plan start from the defaults, so
-    that only what they state is in effect.
+    Tests that configure tiers, the calendar, a capacity plan, outcome tags or the performance
+    table start from the defaults, so that only what they state is in effect.
     """
     document = yaml.safe_load(DEMO_RULES.read_text(encoding="utf-8"))
-    for section in FAST_LANE_SECTIONS:
+    for section in (*FAST_LANE_SECTIONS, *OUTCOME_SECTIONS):
         document.pop(section, None)
     document.update(yaml.safe_load(extra_yaml) or {})
     return str(yaml.safe_dump(document, sort_keys=False))

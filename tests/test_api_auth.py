@@ -37,6 +37,7 @@ SCOPE_OF_PREFIX = {
     "/v1/appointments": "route",
     "/v1/webhooks": "admin",
     "/v1/reports": "admin",
+    "/v1/performance": "admin",
 }
 OPEN_PATHS = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"]
 

@@ -635,6 +635,27 @@ def test_the_format_parameter_or_the_accept_header_chooses_csv_or_json(
         assert response.headers["vary"] == "Accept"
 
 
+# The outcome figures of a tier without outcomes (this fixture records none; the figures of
+# recorded outcomes are checked in test_outcome_reports.py).
+NO_OUTCOMES: dict[str, Any] = {
+    "contacts": 0,
+    "resolved": 0,
+    "resolution_rate": None,
+    "durable": 0,
+    "durable_resolution_rate": None,
+    "repeat_contacts": 0,
+    "repeat_rate": None,
+    "nps_responses": 0,
+    "promoters": 0,
+    "detractors": 0,
+    "nps": None,
+    "upsells": 0,
+    "upsell_conversion": None,
+    "cross_sells": 0,
+    "cross_sell_conversion": None,
+    "mean_handle_seconds": None,
+    "revenue": [],
+}
 EXPECTED_FASTLANE = {
     "from": "2027-01-11T10:00:00+01:00",
     "to": "2027-01-11T12:00:00+01:00",
@@ -696,6 +717,10 @@ EXPECTED_FASTLANE = {
         "fast_lane_mean_wait_seconds": 33.333,
         "fast_lane_within_sla_percent": 33.33,
     },
+    "outcomes_by_tier": [
+        {"tier": "standard", "tier_name": "Standard", **NO_OUTCOMES},
+        {"tier": "fast_lane", "tier_name": "Priority line", **NO_OUTCOMES},
+    ],
 }
 
 
@@ -758,6 +783,29 @@ def test_fastlane_report_as_csv_lists_every_figure_with_its_currency(
         ["standard_tier_impact.fast_lane_answered", "", "3"],
         ["standard_tier_impact.fast_lane_mean_wait_seconds", "", "33.333"],
         ["standard_tier_impact.fast_lane_within_sla_percent", "", "33.33"],
+        *(
+            [f"outcomes.{tier}.{figure}", "", value]
+            for tier, name in (("standard", "Standard"), ("fast_lane", "Priority line"))
+            for figure, value in [
+                ("tier_name", name),
+                ("contacts", "0"),
+                ("resolved", "0"),
+                ("resolution_rate", ""),
+                ("durable", "0"),
+                ("durable_resolution_rate", ""),
+                ("repeat_contacts", "0"),
+                ("repeat_rate", ""),
+                ("nps_responses", "0"),
+                ("promoters", "0"),
+                ("detractors", "0"),
+                ("nps", ""),
+                ("upsells", "0"),
+                ("upsell_conversion", ""),
+                ("cross_sells", "0"),
+                ("cross_sell_conversion", ""),
+                ("mean_handle_seconds", ""),
+            ]
+        ),
     ]
 
 
@@ -1061,6 +1109,20 @@ def test_a_missing_window_is_422(client: TestClient, admin_headers: dict[str, st
     response = client.get("/v1/reports/fastlane", headers=admin_headers)
     assert response.status_code == 422
     assert sorted(e["field"] for e in response.json()["errors"]) == ["query.from", "query.to"]
+
+
+@pytest.mark.parametrize("path", ["/v1/reports/sla", "/v1/reports/fastlane"])
+def test_a_repeated_query_parameter_is_422(
+    client: TestClient, admin_headers: dict[str, str], path: str
+) -> None:
+    response = client.get(
+        f"{path}?from=2027-01-11T09:00:00Z&to=2027-01-11T11:00:00Z&to=2027-01-11T10:00:00Z",
+        headers=admin_headers,
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": "query.to", "type": "repeated", "message": "given more than once"}
+    ]
 
 
 @pytest.mark.parametrize("path", ["/v1/reports/sla", "/v1/reports/fastlane"])

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Body, Path
+from sqlalchemy.exc import OperationalError
 
 from service.api.deps import AcdCaller, RoutingDep
+from service.api.outcomes import OutcomesDep
 from service.contacts import ContactState
 from service.models import (
     ContactOut,
@@ -15,6 +18,10 @@ from service.models import (
     ReservationActionOut,
     problems,
 )
+from service.outcome_models import CompletedContactOut, CompleteIn, OutcomeOut
+from service.problems import Unavailable
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["contacts"])
 
@@ -54,14 +61,41 @@ async def get_contact(contact_id: ContactId, caller: AcdCaller, routing: Routing
 
 @router.post(
     "/contacts/{contact_id}/complete",
-    response_model=ContactOut,
-    responses=problems(401, 403, 404, 409, 422),
+    response_model=CompletedContactOut,
+    # `outcome` appears only when one was sent: without a body the answer is the plain contact.
+    response_model_exclude_unset=True,
+    responses=problems(400, 401, 403, 404, 409, 413, 422, 503),
 )
 async def complete_contact(
-    contact_id: ContactId, caller: AcdCaller, routing: RoutingDep
+    contact_id: ContactId,
+    caller: AcdCaller,
+    routing: RoutingDep,
+    outcomes: OutcomesDep,
+    body: Annotated[CompleteIn | None, Body()] = None,
 ) -> ContactOut:
-    """The conversation ended; the agent's slot is freed. Repeating it is harmless."""
-    return _out(await routing.complete(contact_id))
+    """The conversation ended; the agent's slot is freed. Repeating it is harmless.
+
+    With `{"outcome": {...}}` the outcome is recorded too (see `PUT .../outcome`), and checked
+    before anything changes: a bad outcome is 422 and the contact stays connected. A 503 after
+    the completion means the contact is completed but the outcome was not stored; repeat the
+    call or send the outcome with `PUT /v1/contacts/{contact_id}/outcome`.
+    """
+    outcome = body.outcome if body is not None else None
+    if outcome is not None:
+        outcomes.check(outcome, field="outcome")
+    contact = await routing.complete(contact_id)
+    if outcome is None:
+        return _out(contact)
+    try:
+        row, _ = await outcomes.record(contact, outcome)
+    except OperationalError as exc:
+        log.warning("outcome.not_recorded", contact_id=contact_id, error=str(exc.orig)[:300])
+        raise Unavailable(
+            f"contact {contact_id} is completed but its outcome was not stored: the database "
+            f"is unavailable; retry, or PUT /v1/contacts/{contact_id}/outcome",
+            headers={"Retry-After": "5"},
+        ) from None
+    return CompletedContactOut(**_out(contact).model_dump(), outcome=OutcomeOut.from_row(row))
 
 
 @router.post(

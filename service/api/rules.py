@@ -189,11 +189,12 @@ class SimulateIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rules: str = Field(min_length=1, max_length=MAX_RULES_BYTES, description="draft rules YAML")
+    # No maxLength: the request body limit (SKILLROUTE_MAX_BODY_BYTES, 413) bounds both
+    # documents together, however their characters are escaped in the JSON.
+    rules: str = Field(min_length=1, description="draft rules YAML")
     scenario: str | None = Field(
         default=None,
         min_length=1,
-        max_length=MAX_RULES_BYTES,
         description="scenario YAML (see docs/simulator.md); default: the 200-agent example",
     )
     compare_with_active: bool = Field(
@@ -237,7 +238,9 @@ def _simulations(request: Request) -> SimulationWorker:
     return worker
 
 
-@router.post("/simulate", response_model=SimulationOut, responses=problems(401, 403, 413, 422, 503))
+@router.post(
+    "/simulate", response_model=SimulationOut, responses=problems(400, 401, 403, 413, 422, 503)
+)
 async def simulate_rules(
     body: SimulateIn, request: Request, admin: RulesAdmin, rules: RulesDep
 ) -> SimulationOut:
