@@ -16,7 +16,8 @@ customers (seeds 1..N):
 - `longest-idle`: the classic ACD, the most urgent contact to the agent idle longest.
 
 Printed: seconds per simulated day (target: at most 60 s for the optimal policy) and a table
-of resolution rate, revenue per contact and % within SLA per tier with 95 % intervals.
+of resolution rate, revenue per contact and % within SLA per tier with 95 % intervals, then
+each arm's difference to `optimal`, paired by seed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from service.settings import DEMO_RULES
 from simulator.loading import load_scenario
 from simulator.runner import Arm, quiet_logs, run_arm
 from simulator.service import EXAMPLE_SCENARIO
-from simulator.stats import Estimate
+from simulator.stats import Estimate, paired_difference
 
 PERFORMANCE_WEIGHT = 4.0
 COLUMNS = (
@@ -47,6 +48,10 @@ COLUMNS = (
 
 def _cell(e: Estimate, digits: int) -> str:
     return f"{e.mean:.{digits}f} ± {e.half_width:.{digits}f}"
+
+
+def _signed(e: Estimate, digits: int) -> str:
+    return f"{e.mean:+.{digits}f} ± {e.half_width:.{digits}f}"
 
 
 def main() -> None:
@@ -90,6 +95,16 @@ def main() -> None:
         cells = [_cell(result.figures[name], digits) for name, _, digits in COLUMNS]
         print(f"| {result.arm.label} | " + " | ".join(cells) + " |")
     print(f"\n{len(seeds)} seeds; ± is the 95 % interval over seeds (same customers in every arm)")
+    base = next(r for r in results if r.arm.label == "optimal")
+    print("\nDifference to `optimal`, paired by seed (the same customers and agents in both):\n")
+    print("| policy | " + " | ".join(title for _, title, _ in COLUMNS) + " |")
+    print("|---|" + "---|" * len(COLUMNS))
+    for result in results:
+        if result is base:
+            continue
+        difference = paired_difference(base.days, result.days)
+        cells = [_signed(difference[name], digits) for name, _, digits in COLUMNS]
+        print(f"| {result.arm.label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

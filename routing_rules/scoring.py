@@ -212,8 +212,10 @@ def contact_terms(contact: WaitingContact, scoring: Scoring) -> tuple[float, flo
     return scoring.priority * contact.priority, scoring.wait * wait_minutes
 
 
-_PerformanceKey = tuple[int, int, ContactKind, int, float]
-_PERFORMANCE: dict[_PerformanceKey, tuple[PerformanceLookup, FloatArray]] = {}
+_PerformanceKey = tuple[int, ContactKind, int, float]
+# key -> (lookup, its version when computed, vector); one entry per lookup, kind, profile and
+# weight, replaced when the lookup's version moves on.
+_PERFORMANCE: dict[_PerformanceKey, tuple[PerformanceLookup, int, FloatArray]] = {}
 _NO_KIND: ContactKind = ("", "", "")
 
 
@@ -234,10 +236,11 @@ def performance_term(
         return None
     key = None
     if pool.profile_version is not None:
-        key = (id(performance), performance.version, kind, pool.profile_version, weight)
+        key = (id(performance), kind, pool.profile_version, weight)
         cached = _PERFORMANCE.get(key)
-        if cached is not None:
-            return cached[1]
+        if cached is not None and cached[0] is performance and cached[1] == performance.version:
+            return cached[2]
+    version = performance.version
     scores = np.asarray(performance.scores(kind, pool.ids), dtype=np.float64)
     if scores.shape != (pool.size,):
         raise ValueError(f"performance scores have shape {scores.shape}, not ({pool.size},)")
@@ -247,7 +250,7 @@ def performance_term(
         if len(_PERFORMANCE) > 4096:
             _PERFORMANCE.clear()
         # The lookup is held with its vector, so its id cannot be reused while cached.
-        _PERFORMANCE[key] = (performance, term)
+        _PERFORMANCE[key] = (performance, version, term)
     return term
 
 

@@ -149,7 +149,10 @@ async def _start(app: FastAPI, settings: Settings) -> None:
         batch_max=settings.write_batch_max,
     )
     writer.start()
-    performance_store = PerformanceStore(engine, store.compiled.ruleset.performance)
+    outcome_desk = OutcomeDesk(engine=engine, rules=store)
+    performance_store = PerformanceStore(
+        engine, store.compiled.ruleset.performance, write_lock=outcome_desk.write_lock
+    )
     await asyncio.to_thread(performance_store.refresh)
     store.subscribe(performance_store.on_rules_changed)
     dispatcher = Dispatcher(
@@ -181,7 +184,7 @@ async def _start(app: FastAPI, settings: Settings) -> None:
     app.state.writer, app.state.dispatcher = writer, dispatcher
     app.state.routing, app.state.agents = routing, desk
     app.state.passes = pass_desk
-    app.state.outcomes = OutcomeDesk(engine=engine, rules=store)
+    app.state.outcomes = outcome_desk
     app.state.outcomes.listeners.append(performance_store.on_outcomes)
     app.state.performance = performance_store
     app.state.appointments = AppointmentBook(

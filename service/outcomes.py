@@ -71,8 +71,10 @@ class OutcomeDesk:
     def __init__(self, *, engine: Engine, rules: RulesStore) -> None:
         self._engine = engine
         self._rules = rules
-        # Held over each write and its listener calls: listeners see writes in commit order.
+        # Held over each write and its listener calls: listeners see writes in commit order,
+        # and a reader holding it sees no write committed but not yet passed to listeners.
         self._lock = threading.Lock()
+        self.write_lock = self._lock
         self.listeners: list[OutcomeListener] = []
 
     def check(self, outcome: OutcomeIn, *, field: str = "") -> None:

@@ -268,14 +268,15 @@ class PerformanceBook:
     ) -> list[PerformanceRecord]:
         """The table's rows that match the filters, by agent, inquiry type, segment, stage.
 
-        The tallies are copied under the lock and the figures computed outside it, so a large
-        table does not hold up `scores` (dispatch) or the feeding thread.
+        References to the tallies are taken under the lock and the figures computed outside it,
+        so a large table does not hold up `scores` (dispatch) or the feeding thread.
         """
         wanted = (inquiry_type, segment, journey_stage)
         with self._lock:
             p = self._performance
+            # Tallies are never changed in place (see `_merge`): references are a snapshot.
             chosen = [
-                (kind, table.team.copy(), [(a, t.copy()) for a, t in table.agents.items()])
+                (kind, table.team, list(table.agents.items()))
                 for kind, table in self._kinds.items()
                 if all(w is None or w == v for w, v in zip(wanted, kind, strict=True))
             ]
@@ -306,27 +307,39 @@ class PerformanceBook:
         return out
 
     def _merge(self, row: Mapping[str, Any], sign: int) -> None:
-        """Add or take out one row (caller holds the lock)."""
+        """Add or take out one row (caller holds the lock).
+
+        Tallies are replaced, never changed in place, so `records` can take a consistent
+        snapshot by reference. The kind's scores are computed here, in the feeding thread, so
+        that `scores` (on the route path) only reads them.
+        """
         if float(row["completed_at"]) < self._since:
             return
         kind = (str(row["inquiry_type"]), str(row["segment"]), str(row["journey_stage"]))
         agent_id = str(row["agent_id"])
         tally = Tally.of_row(row)
         table = self._kinds.setdefault(kind, _KindTable())
-        table.team.merge(tally, sign)
-        own = table.agents.setdefault(agent_id, Tally())
+        team = table.team.copy()
+        team.merge(tally, sign)
+        table.team = team
+        own = table.agents[agent_id].copy() if agent_id in table.agents else Tally()
         own.merge(tally, sign)
         if own.contacts <= 0:
-            del table.agents[agent_id]
+            table.agents.pop(agent_id, None)
+        else:
+            table.agents[agent_id] = own
         if table.team.contacts <= 0:
             del self._kinds[kind]
-        table.scores = None
+        else:
+            table.scores = None
+            self._scores(table)
         self._version = next(_VERSIONS)
 
     def _changed_all(self) -> None:
-        """Forget every computed score (caller holds the lock)."""
+        """Compute every kind's scores afresh (caller holds the lock)."""
         for table in self._kinds.values():
             table.scores = None
+            self._scores(table)
         self._version = next(_VERSIONS)
 
     def _scores(self, table: _KindTable) -> tuple[float, dict[str, float]]:

@@ -5,9 +5,15 @@ the outcomes completed within the rules' `performance.window_days`, so the windo
 other replicas' outcomes arrive. Between rebuilds the outcome desk's listener applies this
 process's writes at once.
 
-A write can commit while a rebuild reads. So that it is counted exactly once, the listener
-notes every row it sees during a rebuild; the rebuild reads those rows again in the same
-snapshot as its aggregate and, for each, replaces what the snapshot held by the newest row.
+A write can commit while a rebuild reads. So that it is counted exactly once, the aggregate is
+read under the outcome desk's write lock (so no committed write is still waiting for its
+listener call), the listener notes every row it sees during a rebuild, and the rebuild reads
+those rows again in the same snapshot as its aggregate and, for each, replaces what the
+snapshot held by the newest row.
+
+With several replicas, a write here may change an earlier outcome that another replica wrote
+after this book's last rebuild; the book then takes out a row it never counted, and its
+figures for that agent and kind are off until the next rebuild (at most a minute).
 """
 
 from __future__ import annotations
@@ -40,8 +46,17 @@ OutcomeChange = tuple[Mapping[str, Any] | None, Mapping[str, Any]]
 class PerformanceStore:
     """Builds the book from the outcomes table and applies outcome writes to it."""
 
-    def __init__(self, engine: Engine, performance: Performance) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        performance: Performance,
+        *,
+        write_lock: threading.Lock | None = None,
+    ) -> None:
         self._engine = engine
+        # The outcome desk's lock over each write and its listener calls: the aggregate is read
+        # under it, so no outcome is in the snapshot without its listener call having run.
+        self._write_lock = write_lock
         self.book = PerformanceBook(performance)
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()  # one rebuild at a time
@@ -56,7 +71,8 @@ class PerformanceStore:
                 self._pending = {}
             try:
                 with _snapshot(self._engine) as connection:
-                    tallies = list(_tallies(connection, since))
+                    with self._write_lock or contextlib.nullcontext():
+                        tallies = list(_tallies(connection, since))
                     with self._lock:
                         pending, self._pending = self._pending or {}, None
                         held = _rows(connection, list(pending)) if pending else {}

@@ -35,6 +35,7 @@ OutcomeHook = Callable[[dict[str, Any]], None]
 # Event kinds, in the order they run when they fall on the same instant: capacity first.
 _DONE, _SHIFT_ON, _ARRIVAL, _ABANDON, _SHIFT_OFF, _TICK = range(6)
 TICK_SECONDS = 1.0  # as the service's timer: relaxation stages start within a second
+DEFAULT_TARGET_SECONDS = 20.0  # answer target of a channel without an SLA in the rules
 
 
 @dataclass(slots=True)
@@ -83,7 +84,7 @@ class DayResult:
     busy_seconds: float
     staffed_seconds: float
     end_time: float
-    sla_seconds: dict[str, float] = field(default_factory=dict)  # tier -> answer target
+    target: FloatArray = field(default_factory=lambda: np.zeros(0))  # answer target per contact
     resolution_probability: FloatArray = field(default_factory=lambda: np.zeros(0))
 
 
@@ -259,7 +260,11 @@ class DaySimulation:
                 continue
             self._pending -= 1
             await handlers[kind](index, now)
-        staffed = sum(off - on for on, off in self.floor.shift)
+        # Slot-seconds: a chat agent with two slots offers twice the time of a voice agent.
+        staffed = sum(
+            (off - on) * sum(record.capacity.values())
+            for (on, off), record in zip(self.floor.shift, self.floor.records, strict=True)
+        )
         return DayResult(
             scenario=self.scenario,
             policy=self.policy,
@@ -273,21 +278,23 @@ class DaySimulation:
             busy_seconds=self._busy,
             staffed_seconds=staffed,
             end_time=now,
-            sla_seconds=self._sla_targets(),
+            target=self._targets(),
             resolution_probability=self._p_resolve,
         )
 
-    def _sla_targets(self) -> dict[str, float]:
+    def _targets(self) -> FloatArray:
+        """Each contact's answer target: the scenario's, else its tier's SLA on its channel."""
         if self.scenario.service_level_seconds is not None:
-            target = float(self.scenario.service_level_seconds)
-            return {"standard": target, "fast_lane": target}
+            return np.full(self.demand.size, float(self.scenario.service_level_seconds))
         tiers = self.rules.ruleset.tiers
-        channel = self.scenario.streams[0].channel
-        out = {}
-        for tier in ("standard", "fast_lane"):
-            level = getattr(tiers, tier).sla.get(channel)
-            out[tier] = float(level.answer_seconds) if level is not None else 20.0
-        return out
+        per_stream = np.empty((len(self.scenario.streams), 2))
+        for index, stream in enumerate(self.scenario.streams):
+            for column, tier in enumerate(("standard", "fast_lane")):
+                level = getattr(tiers, tier).sla.get(stream.channel)
+                per_stream[index, column] = (
+                    float(level.answer_seconds) if level is not None else DEFAULT_TARGET_SECONDS
+                )
+        return per_stream[self.demand.stream, self.demand.fast_lane.astype(np.int64)]
 
     # ---- events ---------------------------------------------------------------------------
     async def _arrive(self, i: int, now: float) -> None:
@@ -350,7 +357,9 @@ class DaySimulation:
         stream = self.scenario.streams[int(self.demand.stream[i])]
         await self.state.release(self.floor.ids[row], stream.channel, now)
         handle = float(self.demand.handle[i])
-        self._busy += handle
+        # Occupancy counts work inside the agent's shift (a call may run past its end).
+        on, off = self.floor.shift[row]
+        self._busy += max(0.0, min(now, off) - max(now - handle, on))
         chances = self.floor.resolution[row]
         p = chances.get(stream.inquiry_type, chances.get("default", 0.75))
         self._p_resolve[i] = p

@@ -161,7 +161,10 @@ def html_page(experiment: Experiment) -> str:
         tag = "th" if i == 0 else "td"
         table.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row) + "</tr>")
     table.append("</table>")
-    intro = [html.escape(line.lstrip("#- ").replace("**", "")) for line in _heading(experiment)]
+    intro = [
+        html.escape(line.lstrip("#- ").replace("**", "").replace("`", ""))
+        for line in _heading(experiment)
+    ]
     charts = []
     for tier, name in (("standard", "standard"), ("fast_lane", "fast lane")):
         by_arm = {r.arm.label: hourly(r.days, tier) for r in experiment.arms}

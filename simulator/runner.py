@@ -14,7 +14,7 @@ from routing_rules.compiled import CompiledRules
 from service.performance import PerformanceBook
 from simulator.engine import DayResult, DaySimulation, make_demand
 from simulator.policies import Policy
-from simulator.scenario import Scenario
+from simulator.scenario import Scenario, seconds_of_day
 from simulator.stats import Estimate, paired_difference, summarise
 
 MAX_SEEDS = 100
@@ -53,6 +53,17 @@ class Experiment:
 def expected_contacts(scenario: Scenario, seeds: int) -> int:
     """How many contacts the runs will simulate (exact: the demand of each seed is drawn)."""
     return sum(make_demand(scenario, seed).size for seed in range(1, seeds + 1))
+
+
+def mean_contacts_per_day(scenario: Scenario) -> float:
+    """The expected number of contacts of one simulated day, from the rates alone (no draws)."""
+    start, end = seconds_of_day(scenario.start), seconds_of_day(scenario.end)
+    total = 0.0
+    for stream in scenario.streams:
+        for hour, rate in scenario.hourly_rates(stream).items():
+            overlap = min(end, (hour + 1) * 3600.0) - max(start, hour * 3600.0)
+            total += rate * max(0.0, overlap) / 3600.0
+    return total
 
 
 def quiet_logs() -> None:

@@ -16,14 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from routing_rules.compiled import compile_rules
 from routing_rules.schema import RuleSet
 from routing_rules.validation import validate_rules_text
 from simulator.loading import load_scenario
 from simulator.policies import Policy
 from simulator.report import as_json, markdown
-from simulator.runner import Arm, expected_contacts, quiet_logs, run_experiment
+from simulator.runner import Arm, mean_contacts_per_day, quiet_logs, run_experiment
 from simulator.scenario import Scenario
+
+log = structlog.get_logger(__name__)
 
 EXAMPLE_SCENARIO = Path(__file__).resolve().parent / "examples" / "center-200.yaml"
 
@@ -47,6 +51,10 @@ class SimulationTimedOut(Exception):
     """The run took longer than the limit and was stopped."""
 
 
+class SimulationFailed(Exception):
+    """The run could not finish (the worker died, or the simulation raised)."""
+
+
 def check_request(request: SimulationRequest) -> tuple[RuleSet, Scenario]:
     """Validate the draft (and active) rules and the scenario; raise RulesInvalid if not valid."""
     draft = validate_rules_text(request.draft, file="draft").ruleset
@@ -57,10 +65,17 @@ def check_request(request: SimulationRequest) -> tuple[RuleSet, Scenario]:
     return draft, scenario
 
 
-def simulated_contacts(scenario: Scenario, request: SimulationRequest) -> int:
-    """How many contacts the run would simulate over every arm and seed."""
-    arms = 1 if request.active is None else 2
-    return expected_contacts(scenario, request.seeds) * arms
+def simulated_contacts(draft: RuleSet, scenario: Scenario, request: SimulationRequest) -> float:
+    """How many contacts the run would simulate, expected from the rates (nothing is drawn):
+    every arm and seed, and the history days of performance routing."""
+    rule_sets = [draft]
+    if request.active is not None:
+        rule_sets.append(validate_rules_text(request.active, file="active").ruleset)
+    days = 0
+    for ruleset in rule_sets:
+        history = scenario.history_days if ruleset.scoring.performance > 0 else 0
+        days += request.seeds * (1 + history)
+    return mean_contacts_per_day(scenario) * days
 
 
 def run_request(request: SimulationRequest) -> dict[str, Any]:
@@ -102,9 +117,17 @@ class SimulationWorker:
                     f"the simulation took longer than {self._time_limit:g} s and was stopped; "
                     "use fewer seeds or a smaller scenario, or run `skillroute simulate`"
                 ) from None
+            except asyncio.CancelledError:
+                # The caller went away: stop its run too, or it would hold the worker while
+                # the next request (let in once this one is gone) waits behind it.
+                self.close()
+                raise
             except concurrent.futures.process.BrokenProcessPool:
                 await asyncio.to_thread(self.close)
-                raise
+                raise SimulationFailed("the simulation worker stopped unexpectedly") from None
+            except Exception as exc:  # raised inside the worker: the run, not the server
+                log.error("simulation.failed", error=repr(exc))
+                raise SimulationFailed(f"the simulation failed: {type(exc).__name__}") from None
 
     def close(self) -> None:
         """Stop the worker process (a run in progress with it)."""

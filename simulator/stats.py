@@ -7,7 +7,8 @@ one can be compared:
   abandoned after the target + still unanswered past it at the end); short abandons count in
   neither part.
 - **mean wait** = mean time to answer of answered contacts; **abandonment** = abandoned /
-  offered; **occupancy** = handle seconds / staffed agent-seconds; **resolution rate** =
+  offered; **occupancy** = handle seconds inside shifts / staffed slot-seconds (a two-slot chat
+  agent offers twice an agent's time); **resolution rate** =
   resolved / answered; **revenue per contact** = revenue / offered (minor units).
 
 Contacts that arrive during the warm-up are not counted. Intervals are 95 % Student-t
@@ -61,22 +62,43 @@ def _mean(values: npt.NDArray[np.float64]) -> float:
     return float(values.mean()) if values.size else math.nan
 
 
+def _counted(day: DayResult) -> npt.NDArray[np.bool_]:
+    """Contacts that arrived after the warm-up."""
+    start = seconds_of_day(day.scenario.start) + 60.0 * day.scenario.warmup_minutes
+    return day.demand.arrival >= start
+
+
+def _within_and_late(
+    day: DayResult,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Per contact: answered within its target, and late (answered after it, abandoned after
+    it, or still unanswered past it at the end). Short abandons are neither."""
+    d = day.demand
+    answered = ~np.isnan(day.answered_at)
+    abandoned = ~np.isnan(day.abandoned_at)
+    wait = np.where(answered, day.answered_at - d.arrival, np.inf)
+    within = answered & (wait <= day.target)
+    late = (
+        (answered & (wait > day.target))
+        | (abandoned & (day.abandoned_at - d.arrival > day.target))
+        | (~answered & ~abandoned & (day.end_time - d.arrival > day.target))
+    )
+    return within, late
+
+
 def day_figures(day: DayResult) -> dict[str, float]:
     """Every figure of METRICS for one simulated day."""
     d = day.demand
-    counted = d.arrival >= seconds_of_day(day.scenario.start) + 60.0 * day.scenario.warmup_minutes
+    counted = _counted(day)
     answered = ~np.isnan(day.answered_at)
     abandoned = ~np.isnan(day.abandoned_at)
     wait = np.where(answered, day.answered_at - d.arrival, np.nan)
+    within, late = _within_and_late(day)
     figures: dict[str, float] = {"offered": float(counted.sum())}
     for tier, fast in (("standard", False), ("fast_lane", True)):
         mine = counted & (d.fast_lane == fast)
-        target = day.sla_seconds.get(tier, 20.0)
-        within = mine & answered & (wait <= target)
-        late_abandon = mine & abandoned & (day.abandoned_at - d.arrival > target)
-        unanswered_late = mine & ~answered & ~abandoned & (day.end_time - d.arrival > target)
-        late = (mine & answered & (wait > target)) | late_abandon | unanswered_late
-        figures[f"sla_{tier}"] = _pct(float(within.sum()), float(within.sum() + late.sum()))
+        good, bad = float((mine & within).sum()), float((mine & late).sum())
+        figures[f"sla_{tier}"] = _pct(good, good + bad)
         figures[f"mean_wait_{tier}"] = _mean(wait[mine & answered])
     figures["mean_wait"] = _mean(wait[counted & answered])
     figures["abandonment"] = _pct(float((counted & abandoned).sum()), float(counted.sum()))
@@ -141,27 +163,30 @@ def paired_difference(base: list[DayResult], other: list[DayResult]) -> dict[str
 
 
 def hourly(days: list[DayResult], tier: str) -> dict[int, tuple[float, float]]:
-    """Hour of arrival -> (mean wait s, % within SLA) of one tier, pooled over the days."""
-    out: dict[int, tuple[float, float]] = {}
+    """Hour of arrival -> (mean wait s, % within SLA) of one tier, pooled over the days, with
+    the same warm-up and lateness rules as `day_figures`."""
     waits: dict[int, list[float]] = {}
-    within: dict[int, list[bool]] = {}
+    good: dict[int, int] = {}
+    bad: dict[int, int] = {}
+    fast = tier == "fast_lane"
     for day in days:
         d = day.demand
-        target = day.sla_seconds.get(tier, 20.0)
-        fast = tier == "fast_lane"
-        for i in np.flatnonzero(d.fast_lane == fast).tolist():
-            hour = int(d.arrival[i] // 3600)
-            answered = not math.isnan(day.answered_at[i])
-            if answered:
-                wait = float(day.answered_at[i] - d.arrival[i])
-                waits.setdefault(hour, []).append(wait)
-                within.setdefault(hour, []).append(wait <= target)
-            elif day.abandoned_at[i] - d.arrival[i] > target:  # nan (not abandoned): False
-                within.setdefault(hour, []).append(False)
-    for hour in sorted(set(waits) | set(within)):
-        w, s = waits.get(hour, []), within.get(hour, [])
+        mine = _counted(day) & (d.fast_lane == fast)
+        answered = ~np.isnan(day.answered_at)
+        within, late = _within_and_late(day)
+        hours = (d.arrival // 3600).astype(np.int64)
+        for i in np.flatnonzero(mine).tolist():
+            hour = int(hours[i])
+            if answered[i]:
+                waits.setdefault(hour, []).append(float(day.answered_at[i] - d.arrival[i]))
+            good[hour] = good.get(hour, 0) + int(within[i])
+            bad[hour] = bad.get(hour, 0) + int(late[i])
+    out: dict[int, tuple[float, float]] = {}
+    for hour in sorted(set(waits) | set(good)):
+        w = waits.get(hour, [])
+        total = good.get(hour, 0) + bad.get(hour, 0)
         out[hour] = (
             statistics.fmean(w) if w else math.nan,
-            100.0 * sum(s) / len(s) if s else math.nan,
+            100.0 * good.get(hour, 0) / total if total else math.nan,
         )
     return out

@@ -178,7 +178,33 @@ def test_same_seed_same_customers_and_same_result() -> None:
     assert np.array_equal(first.demand.arrival, other_policy.demand.arrival)
     assert np.array_equal(first.demand.handle, other_policy.demand.handle)
     assert np.array_equal(first.answered_at, again.answered_at, equal_nan=True)
-    assert not np.array_equal(run_day(small_scenario(), seed=2).demand.arrival.size, 0)
+    other_seed = run_day(small_scenario(), seed=2)
+    assert other_seed.demand.size > 0
+    assert not np.array_equal(other_seed.demand.arrival[:10], first.demand.arrival[:10])
+
+
+def test_each_contact_is_judged_against_its_own_channels_and_tiers_sla() -> None:
+    rules = compile_rules(
+        validate_rules_text(
+            RULES.replace("channels: [voice]", "channels: [voice, chat]")
+            + """
+tiers:
+  standard: {display_name: Standard, sla: {voice: {answer_seconds: 300, target_percent: 80},
+                                           chat: {answer_seconds: 60, target_percent: 80}}}
+  fast_lane: {display_name: Fast, sla: {voice: {answer_seconds: 30, target_percent: 90}}}
+"""
+        ).ruleset
+    )
+    document = small_scenario()
+    document["streams"][1]["channel"] = "chat"
+    document["agent_groups"][0]["capacity"] = {"voice": 1, "chat": 2}
+    day = asyncio.run(DaySimulation(Scenario.model_validate(document), rules, seed=1).run())
+    chat = day.demand.stream == 1
+    fast = day.demand.fast_lane
+    assert (day.target[chat] == 60).all()
+    assert (day.target[~chat & ~fast] == 300).all()
+    assert (day.target[~chat & fast] == 30).all()
+    assert fast[~chat].any()
 
 
 def test_fast_lane_waits_less_than_standard_under_load() -> None:
@@ -354,3 +380,102 @@ def test_rules_simulate_endpoint_refuses_runs_over_the_contact_limit(
         )
     assert answer.status_code == 422
     assert "more than the limit of 1000" in answer.json()["detail"]
+
+
+# ---- the API's worker ----------------------------------------------------------------------
+def _request(seeds: int = 1) -> Any:
+    from simulator.service import SimulationRequest
+
+    return SimulationRequest(
+        draft=RULES,
+        active=None,
+        scenario=yaml.safe_dump(small_scenario()),
+        policy="optimal",
+        seeds=seeds,
+    )
+
+
+def test_the_worker_answers_runs_one_at_a_time_and_stops_one_over_its_time_limit() -> None:
+    from simulator.service import SimulationBusy, SimulationTimedOut, SimulationWorker
+
+    async def scenario() -> None:
+        worker = SimulationWorker(time_limit=120.0)
+        try:
+            first = asyncio.create_task(worker.run(_request(seeds=2)))
+            await asyncio.sleep(0.1)
+            with pytest.raises(SimulationBusy):
+                await worker.run(_request())
+            report = await first
+            assert report["arms"][0]["label"] == "draft" and report["seeds"] == [1, 2]
+        finally:
+            worker.close()
+        slow = SimulationWorker(time_limit=0.05)
+        try:
+            with pytest.raises(SimulationTimedOut):
+                await slow.run(_request())
+            assert slow._pool is None  # the worker process was stopped
+            assert not slow._busy.locked()
+        finally:
+            slow.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_run_stops_its_worker_and_frees_the_next_run() -> None:
+    from simulator.service import SimulationWorker
+
+    async def scenario() -> None:
+        worker = SimulationWorker(time_limit=120.0)
+        try:
+            run = asyncio.create_task(worker.run(_request(seeds=3)))
+            await asyncio.sleep(1.0)
+            pool = worker._pool
+            assert pool is not None
+            processes = list((pool._processes or {}).values())
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+            assert worker._pool is None and not worker._busy.locked()
+            assert all(not p.is_alive() for p in processes)
+            report = await worker.run(_request())
+            assert report["seeds"] == [1]
+        finally:
+            worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_run_that_fails_in_the_worker_is_a_clear_error() -> None:
+    from simulator.service import SimulationFailed, SimulationWorker
+
+    async def scenario() -> None:
+        worker = SimulationWorker(time_limit=120.0)
+        try:
+            bad = _request()
+            object.__setattr__(bad, "draft", "vocabularies: 3")  # skips the request's checks
+            with pytest.raises(SimulationFailed, match="RulesInvalid"):
+                await worker.run(bad)
+        finally:
+            worker.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_contact_limit_counts_seeds_arms_and_history_days_without_drawing() -> None:
+    from simulator.runner import mean_contacts_per_day
+    from simulator.service import simulated_contacts
+
+    scenario = Scenario.model_validate(small_scenario(history_days=2))
+    per_day = mean_contacts_per_day(scenario)
+    assert per_day == pytest.approx(60 + 80 + 30 + 30)  # billing 60+80, sales 30+30 per hour
+    ruleset = validate_rules_text(RULES).ruleset
+    request = _request(seeds=3)
+    assert simulated_contacts(ruleset, scenario, request) == pytest.approx(3 * per_day)
+    weighted = validate_rules_text(
+        RULES.replace("scoring: {idle: 0.01}", "scoring: {idle: 0.01, performance: 2}")
+    ).ruleset
+    assert simulated_contacts(weighted, scenario, request) == pytest.approx(9 * per_day)
+    huge = Scenario.model_validate(
+        small_scenario(streams=[{**small_scenario()["streams"][0], "per_hour": {"9": 10_000_000}}])
+    )
+    assert simulated_contacts(ruleset, huge, request) == pytest.approx(3e7)  # no draw made

@@ -24,6 +24,7 @@ from simulator.policies import Policy
 from simulator.service import (
     EXAMPLE_SCENARIO,
     SimulationBusy,
+    SimulationFailed,
     SimulationRequest,
     SimulationTimedOut,
     SimulationWorker,
@@ -261,13 +262,13 @@ async def simulate_rules(
         seeds=body.seeds,
     )
     try:
-        _, scenario = await asyncio.to_thread(check_request, run)
+        draft, scenario = await asyncio.to_thread(check_request, run)
     except RulesInvalid as exc:
         raise _invalid(exc) from None
-    contacts = await asyncio.to_thread(simulated_contacts, scenario, run)
+    contacts = simulated_contacts(draft, scenario, run)
     if contacts > settings.simulation_max_contacts:
         raise InvalidInput(
-            f"the run would simulate {contacts} contacts, more than the limit of "
+            f"the run would simulate about {contacts:.0f} contacts, more than the limit of "
             f"{settings.simulation_max_contacts}: use fewer seeds or a smaller scenario",
             errors=[{"field": "seeds", "message": "too many contacts for one API run"}],
         )
@@ -275,6 +276,6 @@ async def simulate_rules(
         report = await _simulations(request).run(run)
     except SimulationBusy as exc:
         raise TooManyRequests(str(exc), headers={"Retry-After": "10"}) from None
-    except SimulationTimedOut as exc:
+    except (SimulationTimedOut, SimulationFailed) as exc:
         raise Unavailable(str(exc)) from None
     return SimulationOut.model_validate(report)
