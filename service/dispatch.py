@@ -24,6 +24,7 @@ import structlog
 
 from routing_rules.assignment import Assignment, SolveFailed, greedy, solve
 from routing_rules.compiled import CompiledRules
+from routing_rules.explanation import terms_for_rows
 from routing_rules.scoring import (
     AgentPool,
     Arcs,
@@ -32,7 +33,6 @@ from routing_rules.scoring import (
     WaitingContact,
     build_arcs,
     rank_for_one,
-    terms_for_rows,
 )
 from service import clock, metrics
 from service.ids import new_id

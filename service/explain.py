@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from routing_rules.scoring import explain_candidates
+from routing_rules.explanation import explain_candidates
 from service import clock
 from service.decisions import requirements_of, rounded, terms_dict
 from service.dispatch import advance_stages, as_waiting_contact, stage_of_name

@@ -28,14 +28,13 @@ from sqlalchemy import insert
 
 from routing_rules.assignment import solve
 from routing_rules.compiled import compile_rules
+from routing_rules.explanation import explain_candidates, terms_for_rows
 from routing_rules.schema import Performance, PerformanceMeasure
 from routing_rules.scoring import (
     ContactKind,
     FloatArray,
     build_arcs,
-    explain_candidates,
     rank_for_one,
-    terms_for_rows,
 )
 from service import performance_store
 from service.api.performance import CSV_COLUMNS
