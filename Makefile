@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test lint format bench bench-dispatch bench-route bench-reorder bench-passes bench-simulate clean
+.PHONY: install run test test-postgres lint format bench bench-dispatch bench-route bench-reorder bench-passes bench-simulate clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -23,8 +23,16 @@ install: $(VENV)/.synced ## Create .venv from uv.lock (dev tools included)
 run: install ## Serve on 127.0.0.1:8000 with demo rules, agents and API keys
 	SKILLROUTE_DEMO=$${SKILLROUTE_DEMO:-true} $(BIN)/skillroute serve
 
-test: install ## The whole test suite
+test: install ## The whole test suite; with SKILLROUTE_TEST_DATABASE_URL set, again on PostgreSQL
 	$(BIN)/pytest
+	@if [ -n "$${SKILLROUTE_TEST_DATABASE_URL:-}" ]; then \
+		echo "again with every test app on PostgreSQL ($${SKILLROUTE_TEST_DATABASE_URL})"; \
+		$(MAKE) --no-print-directory test-postgres; \
+	fi
+
+test-postgres: install ## Every test app on PostgreSQL (SKILLROUTE_TEST_DATABASE_URL) instead of SQLite
+	SKILLROUTE_TEST_ALL_ON_POSTGRES="$${SKILLROUTE_TEST_DATABASE_URL:?set SKILLROUTE_TEST_DATABASE_URL}" \
+		$(BIN)/pytest -m "not slow"
 
 lint: install ## ruff, formatting and mypy
 	$(BIN)/ruff check .

@@ -19,9 +19,10 @@ _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 def _fmt(e: Estimate | None, digits: int = 1) -> str:
     if e is None or math.isnan(e.mean):
         return "–"
+    mean = e.mean if round(e.mean, digits) != 0 else 0.0  # no "-0.0"
     if math.isnan(e.half_width):
-        return f"{e.mean:.{digits}f}"
-    return f"{e.mean:.{digits}f} ± {e.half_width:.{digits}f}"
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {e.half_width:.{digits}f}"
 
 
 def _digits(name: str) -> int:

@@ -12,16 +12,18 @@ import contextlib
 import os
 import socket
 import ssl
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql as psql
 
 from service import clock
 from service.app import create_app
@@ -75,11 +77,38 @@ def demo_rules_with(extra_yaml: str = "") -> str:
     return str(yaml.safe_dump(document, sort_keys=False))
 
 
+# With this set to a PostgreSQL URL, every test app runs on PostgreSQL instead of SQLite (each
+# in a schema of its own, dropped at the end of the session): `make test-postgres`.
+ALL_ON_POSTGRES_ENV = "SKILLROUTE_TEST_ALL_ON_POSTGRES"
+_schemas_made: list[str] = []
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """`url` with the connection option that makes `schema` the only search path."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query["options"] = f"{query.get('options', '')} -csearch_path={schema}".strip()
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+def _test_database_url(tmp_path: Path) -> str:
+    """A fresh SQLite file, or a fresh PostgreSQL schema under ALL_ON_POSTGRES_ENV."""
+    url = os.environ.get(ALL_ON_POSTGRES_ENV, "")
+    if not url:
+        return f"sqlite:///{tmp_path / 'skillroute.db'}"
+    schema = f"skillroute_all_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        connection.execute(psql.SQL("CREATE SCHEMA {}").format(psql.Identifier(schema)))
+    _schemas_made.append(schema)
+    return with_search_path(url, schema)
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for a test app: real keys (not demo), demo rules, a fresh SQLite file."""
+    """Settings for a test app: real keys (not demo), demo rules, a fresh database (a SQLite
+    file, or a PostgreSQL schema under ALL_ON_POSTGRES_ENV)."""
     values: dict[str, Any] = {
         "demo": False,
-        "database_url": f"sqlite:///{tmp_path / 'skillroute.db'}",
+        "database_url": overrides.pop("database_url", None) or _test_database_url(tmp_path),
         "api_keys": {ACD_KEY: ["route"], ADMIN_KEY: ["admin"], BILLING_KEY: ["billing"]},
         "rules_file": DEMO_RULES,
         "log_level": "warning",
@@ -288,6 +317,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under CI=true a skipped integration test fails the session: CI must test for real."""
+    url = os.environ.get(ALL_ON_POSTGRES_ENV, "")
+    if url and _schemas_made:
+        with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+            for schema in _schemas_made:
+                connection.execute(
+                    psql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psql.Identifier(schema))
+                )
     if IN_CI and _skipped_integration and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

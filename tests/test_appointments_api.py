@@ -17,8 +17,7 @@ from sqlalchemy import select
 
 from service.settings import DEMO_RULES, Settings
 from service.storage.tables import OutboxRow
-from tests.conftest import FakeClock, libpq_url, make_settings, serve
-from tests.test_postgres import with_search_path
+from tests.conftest import FakeClock, libpq_url, make_settings, serve, with_search_path
 
 OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 # Monday 2027-01-18 in Berlin (UTC+1); the fake clock starts on Friday 2027-01-15 08:00 UTC.

@@ -54,6 +54,7 @@ from tests.conftest import (
     put_agents,
     route,
     serve,
+    with_search_path,
 )
 from tests.test_assignment_properties import (
     LADDER_RULESET,
@@ -63,7 +64,6 @@ from tests.test_assignment_properties import (
     english_voice_pool,
     floors,
 )
-from tests.test_postgres import with_search_path
 
 KIND = ("billing", "consumer", "established")
 NOW = 1_800_000_000.0

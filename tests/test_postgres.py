@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -32,6 +31,7 @@ from tests.conftest import (
     put_agents,
     route,
     serve,
+    with_search_path,
 )
 
 pytestmark = pytest.mark.integration
@@ -55,14 +55,6 @@ class PgDatabase:
                 return [tuple(r) for r in connection.execute(text(query), params)]
         finally:
             engine.dispose()
-
-
-def with_search_path(url: str, schema: str) -> str:
-    """`url` with the connection option that makes `schema` the only search path."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query["options"] = f"{query.get('options', '')} -csearch_path={schema}".strip()
-    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 
 @pytest.fixture

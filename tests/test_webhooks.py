@@ -34,8 +34,15 @@ from service.settings import Settings
 from service.storage.db import make_engine, upgrade
 from service.storage.tables import WebhookDeliveryRow
 from service.webhook_models import WebhookEndpointIn
-from tests.conftest import ACD_KEY, BILLING_KEY, FakeClock, libpq_url, make_settings, serve
-from tests.test_postgres import with_search_path
+from tests.conftest import (
+    ACD_KEY,
+    BILLING_KEY,
+    FakeClock,
+    libpq_url,
+    make_settings,
+    serve,
+    with_search_path,
+)
 
 START = "2027-01-15T08:00:00Z"  # the fake clock's start, as event timestamps show it
 
