@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
                 )
             )
             tasks.append(asyncio.create_task(app.state.rules.watch(), name="rules-watch"))
+            # Rules stored by another replica (PUT, rollback, its file) become active here too.
+            tasks.append(asyncio.create_task(app.state.rules.follow(), name="rules-follow"))
             # Start the solver worker now: after a restart the first dispatch is the big one.
             tasks.append(asyncio.create_task(app.state.dispatcher.warm(), name="solver-warm"))
             tasks.append(asyncio.create_task(app.state.webhooks.run(), name="webhooks"))

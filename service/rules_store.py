@@ -27,6 +27,7 @@ log = structlog.get_logger(__name__)
 OnChange = Callable[[CompiledRules], Awaitable[None]]
 # Reasons why live state cannot take these rules now (empty: no objection).
 Veto = Callable[[CompiledRules], list[str]]
+FOLLOW_SECONDS = 1.0  # how soon a version stored by another replica becomes active here
 FILE_ORIGIN = "file"
 # When watchfiles itself fails (not one change), watch again after this long.
 WATCH_RETRY_SECONDS = 5.0
@@ -65,6 +66,7 @@ class RulesStore:
         self._on_change: list[OnChange] = []
         self._vetoes: list[Veto] = []
         self._lock = asyncio.Lock()
+        self._vetoed_version: int | None = None  # a stored version this process cannot take yet
         self.agent_skills: Callable[[], Collection[str]] = lambda: ()
 
     @property
@@ -144,10 +146,7 @@ class RulesStore:
             ).first()
 
     def _compile(self, row: RuleVersionRow) -> ActiveRules:
-        validated = validate_rules_text(row.source, file=f"version {row.version}")
-        compiled = compile_rules(validated.ruleset, version=row.version, checksum=row.checksum)
-        warnings = lint_rules(validated, agent_skills=self.agent_skills() or None)
-        return ActiveRules(compiled, row, warnings)
+        return _compiled_row(row, self.agent_skills() or None)
 
     @staticmethod
     def _prepare(text: str, *, file: str, agent_skills: Collection[str] | None) -> _Candidate:
@@ -205,6 +204,56 @@ class RulesStore:
         """Activate the source of an earlier version again, as a new version."""
         row = await asyncio.to_thread(self.version, version)
         return await self.apply(row.source, origin=f"rollback:{version}", author=author)
+
+    async def adopt_stored(self) -> bool:
+        """Activate the stored active version if it is newer than ours (another replica stored
+        it: a PUT, a rollback, or its rules file); whether it did.
+
+        It was validated (and vetoed against that replica's live state) where it was stored;
+        here it is compiled and handed to the subscribers like any change.
+        """
+        row = await asyncio.to_thread(self._stored_active)
+        async with self._lock:
+            if row is None or row.version <= self.active.row.version:
+                return False
+            # The agent list belongs to the event loop: take the skills here, not in the thread.
+            skills = self.agent_skills() or None
+            try:
+                active = await asyncio.to_thread(_compiled_row, row, skills)
+            except RulesInvalid as exc:  # valid where it was stored; a different build here
+                metrics.RULES_RELOADS.labels(result="rejected").inc()
+                log.error("rules.follow_rejected", version=row.version, error=_describe(exc))
+                return False
+            # Checked against this process's live contacts too; refused, it is tried again each
+            # second (and logged once) until they no longer use what it drops.
+            reasons = [reason for veto in self._vetoes for reason in veto(active.compiled)]
+            if reasons:
+                if self._vetoed_version != row.version:
+                    self._vetoed_version = row.version
+                    metrics.RULES_RELOADS.labels(result="rejected").inc()
+                    log.warning("rules.follow_vetoed", version=row.version, reasons=reasons)
+                return False
+            self._active = active
+            metrics.RULES_RELOADS.labels(result="followed").inc()
+            log.info("rules.followed", version=row.version, origin=row.origin)
+            for callback in self._on_change:
+                await callback(active.compiled)
+            return True
+
+    async def follow(self, interval: float = FOLLOW_SECONDS) -> None:
+        """Adopt versions stored by other replicas, checking every `interval` seconds."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.adopt_stored()
+            except Exception:  # a database outage: try again at the next check
+                log.exception("rules.follow_failed")
+
+    def _stored_active(self) -> RuleVersionRow | None:
+        with Session(self._engine) as session:
+            return session.exec(
+                select(RuleVersionRow).where(col(RuleVersionRow.active)).limit(1)
+            ).first()
 
     def _store(self, text: str, *, checksum: str, origin: str, author: str) -> RuleVersionRow:
         with Session(self._engine) as session:
@@ -291,6 +340,14 @@ class RulesStore:
             log.exception(
                 "rules.reload_failed", file=str(path), active_version=self.active.row.version
             )
+
+
+def _compiled_row(row: RuleVersionRow, agent_skills: Collection[str] | None) -> ActiveRules:
+    """A stored version, validated, compiled and linted."""
+    validated = validate_rules_text(row.source, file=f"version {row.version}")
+    compiled = compile_rules(validated.ruleset, version=row.version, checksum=row.checksum)
+    warnings = lint_rules(validated, agent_skills=agent_skills)
+    return ActiveRules(compiled, row, warnings)
 
 
 def _describe(exc: Exception) -> str:
