@@ -6,9 +6,9 @@ import hashlib
 import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from routing_rules.problems import RuleProblem, RulesInvalid
 from routing_rules.schema import AttributeTest, Fallback, Match, Rule, RuleSet, Stage
@@ -32,8 +32,14 @@ class ValidatedRules:
     file: str
 
 
-def validate_rules_text(text: str, *, file: str = "<rules>") -> ValidatedRules:
-    """Parse and validate a rules document; raise RulesInvalid with every problem found."""
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_document(
+    text: str, model: type[ModelT], *, file: str, what: str = "document"
+) -> tuple[LocatedDocument, ModelT]:
+    """Parse a YAML mapping into `model`, keeping positions; RulesInvalid with every problem
+    (YAML errors, then schema errors), each at its file, line, column and field."""
     try:
         document = parse_located(text)
     except YamlSourceError as exc:
@@ -44,11 +50,16 @@ def validate_rules_text(text: str, *, file: str = "<rules>") -> ValidatedRules:
             ]
         ) from exc
     if not isinstance(document.value, dict):
-        raise RulesInvalid([RuleProblem(file, 1, 1, "", "the document must be a mapping")])
+        raise RulesInvalid([RuleProblem(file, 1, 1, "", f"the {what} must be a mapping")])
     try:
-        ruleset = RuleSet.model_validate(document.value)
+        return document, model.model_validate(document.value)
     except ValidationError as exc:
         raise RulesInvalid(_schema_problems(exc, document, file)) from exc
+
+
+def validate_rules_text(text: str, *, file: str = "<rules>") -> ValidatedRules:
+    """Parse and validate a rules document; raise RulesInvalid with every problem found."""
+    document, ruleset = parse_document(text, RuleSet, file=file)
     problems = [
         _at(document, file, path, message, code)
         for path, message, code in _vocabulary_problems(ruleset, document.value)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import math
 import multiprocessing
 import time
@@ -38,6 +37,7 @@ from service import clock, metrics
 from service.ids import new_id
 from service.state.base import RealtimeState
 from service.state.records import Reservation, WaitingEntry
+from service.worker_pool import kill_pool
 from sla.precedence import ShareLedger, precedence_of
 
 log = structlog.get_logger(__name__)
@@ -170,18 +170,7 @@ class Dispatcher:
     def _discard_worker(self) -> list[multiprocessing.process.BaseProcess]:
         """Kill the worker processes and shut the pool down; the processes, to reap."""
         pool, self._pool, self._warming = self._pool, None, None
-        if pool is None:
-            return []
-        # shutdown() does not stop a worker in the middle of a solve: it would keep a core
-        # busy until the solve ends. The pool keeps its processes in `_processes`.
-        processes: list[multiprocessing.process.BaseProcess] = list(
-            (pool._processes or {}).values()
-        )
-        for process in processes:
-            with contextlib.suppress(ValueError):  # already closed
-                process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-        return processes
+        return [] if pool is None else kill_pool(pool)
 
     async def _replace_worker(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
         """Kill `pool`'s worker and start warming a fresh one (no-op if already replaced)."""

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pydantic import ValidationError
-
 from routing_rules.problems import RuleProblem, RulesInvalid
 from routing_rules.schema import RuleSet
-from routing_rules.validation import _at, _schema_problems, _unknown
-from routing_rules.yaml_source import LocatedDocument, YamlSourceError, parse_located
+from routing_rules.validation import _at, _unknown, parse_document
+from routing_rules.yaml_source import LocatedDocument
 from simulator.scenario import Scenario
 
 Path = tuple[str | int, ...]
@@ -17,21 +15,7 @@ Path = tuple[str | int, ...]
 
 def load_scenario(text: str, ruleset: RuleSet, *, file: str = "<scenario>") -> Scenario:
     """Parse and validate a scenario for `ruleset`; raise RulesInvalid with every problem."""
-    try:
-        document = parse_located(text)
-    except YamlSourceError as exc:
-        raise RulesInvalid(
-            [
-                RuleProblem(file, e.line, e.column, e.field, e.message, code="yaml")
-                for e in exc.errors
-            ]
-        ) from exc
-    if not isinstance(document.value, dict):
-        raise RulesInvalid([RuleProblem(file, 1, 1, "", "the scenario must be a mapping")])
-    try:
-        scenario = Scenario.model_validate(document.value)
-    except ValidationError as exc:
-        raise RulesInvalid(_schema_problems(exc, document, file)) from exc
+    document, scenario = parse_document(text, Scenario, file=file, what="scenario")
     problems = _located(document, file, _vocabulary_problems(scenario, ruleset))
     if problems:
         raise RulesInvalid(problems)

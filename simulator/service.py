@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import structlog
 from routing_rules.compiled import compile_rules
 from routing_rules.schema import RuleSet
 from routing_rules.validation import validate_rules_text
+from service.worker_pool import kill_pool
 from simulator.loading import load_scenario
 from simulator.policies import Policy
 from simulator.report import as_json, markdown
@@ -134,10 +134,5 @@ class SimulationWorker:
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        processes = list((pool._processes or {}).values())
-        for process in processes:
-            with contextlib.suppress(ValueError):
-                process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
+        for process in kill_pool(pool):
             process.join(5.0)
