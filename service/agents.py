@@ -27,8 +27,12 @@ class AgentDesk:
         self._state = routing.state
         self._engine = engine
 
-    async def put(self, agent_id: str, body: AgentIn) -> tuple[AgentOut, bool]:
+    async def put(
+        self, agent_id: str, body: AgentIn, *, rebuilding: bool = False
+    ) -> tuple[AgentOut, bool]:
         """Create or replace an agent; returns the agent and whether it was created."""
+        if not rebuilding:
+            self._routing.ensure_ready()
         check_agent(self._routing.rules.compiled, body)
         now = clock.now()
         previous = await self._state.get_agent(agent_id)
@@ -84,6 +88,7 @@ class AgentDesk:
 
     async def set_many(self, changes: Sequence[tuple[str, AgentStatusName]]) -> tuple[int, int]:
         """Apply many presence changes, then run one dispatch; (updated, contacts assigned)."""
+        self._routing.ensure_ready()
         unknown = [
             agent_id for agent_id, _ in changes if await self._state.get_agent(agent_id) is None
         ]

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from redis import Redis as SyncRedis
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from service.agents import AgentDesk
 from service.api import (
@@ -37,10 +41,15 @@ from service.passes import PassDesk
 from service.performance_store import PerformanceStore
 from service.problems import install_problem_handlers
 from service.rate_limits import RateLimits
+from service.realtime import RealtimeKeeper
 from service.routing import RoutingService
 from service.rules_store import RulesStore
 from service.settings import Settings
+from service.state.base import RealtimeState
 from service.state.memory import MemoryState
+from service.state.redis_contacts import SharedContacts
+from service.state.redis_holds import SharedHolds
+from service.state.redis_state import RedisState
 from service.storage.db import make_engine, upgrade
 from service.storage.writer import BatchWriter
 from service.vocabulary import dropped_in_use
@@ -78,6 +87,9 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
             )
             # Importing CP-SAT takes ~1.4 s: not on the first fast-lane booking's request.
             tasks.append(asyncio.create_task(app.state.appointments.warm(), name="cp-sat-warm"))
+            if app.state.keeper is not None:
+                # Redis may lose the shared state: notice, answer 503, rebuild, answer again.
+                tasks.append(asyncio.create_task(app.state.keeper.run(), name="realtime-keeper"))
         try:
             yield
         finally:
@@ -90,6 +102,9 @@ def create_app(settings: Settings | None = None, *, run_background: bool = True)
             app.state.simulations.close()
             app.state.writer.stop()
             app.state.engine.dispose()
+            if app.state.redis is not None:
+                await app.state.redis.aclose()
+                app.state.sync_redis.close()
 
     app = FastAPI(
         title="skillroute",
@@ -144,7 +159,30 @@ async def _start(app: FastAPI, settings: Settings) -> None:
     await asyncio.to_thread(upgrade, settings.database_url)
     store = RulesStore(engine, rules_file=settings.effective_rules_file)
     await asyncio.to_thread(store.bootstrap)
-    state = MemoryState(store.compiled)
+    redis: Redis | None = None
+    sync_redis: SyncRedis | None = None
+    shared: SharedContacts | None = None
+    holds: SharedHolds | None = None
+    state: RealtimeState
+    if settings.redis_url:
+        # Several replicas: real-time state, live contacts and locks are shared in Redis.
+        redis = Redis(
+            connection_pool=BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=settings.redis_max_connections, timeout=5
+            )
+        )
+        state = RedisState(redis, store.compiled, prefix=settings.redis_prefix)
+        shared = SharedContacts(
+            redis,
+            prefix=settings.redis_prefix,
+            memory_seconds=settings.contact_memory_seconds,
+            idempotency_window_seconds=settings.idempotency_window_seconds,
+        )
+        # Cancellations check holds from a worker thread: a small synchronous client.
+        sync_redis = SyncRedis.from_url(settings.redis_url, max_connections=8)
+        holds = SharedHolds(redis, sync_redis, prefix=settings.redis_prefix)
+    else:
+        state = MemoryState(store.compiled)
     writer = BatchWriter(
         engine,
         flush_interval=settings.write_flush_interval_seconds,
@@ -164,7 +202,7 @@ async def _start(app: FastAPI, settings: Settings) -> None:
         inline_max_arcs=settings.solve_inline_max_arcs,
         performance=performance_store.book,
     )
-    pass_desk = PassDesk(engine=engine, rules=store, settings=settings)
+    pass_desk = PassDesk(engine=engine, rules=store, settings=settings, shared_holds=holds)
     await pass_desk.recover()
     routing = RoutingService(
         state=state,
@@ -178,10 +216,11 @@ async def _start(app: FastAPI, settings: Settings) -> None:
         idempotency_window_seconds=settings.idempotency_window_seconds,
         exclusion_seconds=settings.reject_exclusion_seconds,
         passes=pass_desk,
+        shared=shared,
     )
     desk = AgentDesk(routing, engine)
     store.subscribe(routing.on_rules_changed)
-    store.add_veto(lambda rules: dropped_in_use(routing.contacts.active(), rules))
+    store.add_veto(lambda rules: dropped_in_use(routing.active_contacts(), rules))
     app.state.engine, app.state.rules, app.state.state = engine, store, state
     app.state.writer, app.state.dispatcher = writer, dispatcher
     app.state.routing, app.state.agents = routing, desk
@@ -198,23 +237,50 @@ async def _start(app: FastAPI, settings: Settings) -> None:
     app.state.webhooks = WebhookDeliverer(engine, settings)
     app.state.simulations = SimulationWorker(settings.simulation_time_limit_seconds)
     app.state.webhook_endpoints = WebhookEndpoints(engine, app.state.webhooks)
-    agents_loaded = await desk.recover()
+    store.agent_skills = state.known_skills
+    app.state.redis, app.state.sync_redis = redis, sync_redis
+    app.state.keeper = None
+    loaded: dict[str, int] = {"agents": 0, "contacts": 0}
 
-    def _skills() -> set[str]:
-        return {s for a in state._agents.values() for s in a.skills}
+    async def load() -> None:
+        """Agents, then contacts (their load and offers need the agents) from the database."""
+        loaded["agents"] = await desk.recover()
+        if settings.demo and loaded["agents"] == 0:
+            for agent_id, body in demo_agents():
+                await desk.put(agent_id, body, rebuilding=True)
+            loaded["agents"] = len(demo_agents())
+        loaded["contacts"] = await routing.recover()
+        await pass_desk.restore_holds()
 
-    store.agent_skills = _skills
-    if settings.demo and agents_loaded == 0:
-        for agent_id, body in demo_agents():
-            await desk.put(agent_id, body)
-        agents_loaded = len(demo_agents())
-    contacts_recovered = await routing.recover()
-    await routing.dispatch_all(trigger="startup")
+    if shared is None or redis is None:
+        await load()
+    else:
+        assert isinstance(state, RedisState)
+        keeper = RealtimeKeeper(
+            client=redis,
+            state=state,
+            contacts=shared,
+            writer=writer,
+            load=load,
+            on_adopted=partial(routing.dispatch_all, trigger="state_rebuilt"),
+        )
+        app.state.keeper = routing.keeper = keeper
+        try:
+            await keeper.start()
+        except RedisError as exc:
+            # Not ready (503) until Redis answers; the keeper's loop builds or adopts it then.
+            keeper.problem = f"Redis: {type(exc).__name__}: {exc}"[:300]
+            log.warning("service.redis_unavailable", error=keeper.problem)
+    await routing.load_ledger()
+    if app.state.keeper is None or app.state.keeper.ready:
+        await routing.dispatch_all(trigger="startup")
+    agents_loaded, contacts_recovered = loaded["agents"], loaded["contacts"]
     log.info(
         "service.started",
         rules_version=store.active.row.version,
         agents=agents_loaded,
         contacts_recovered=contacts_recovered,
         database=settings.database_url.split("://")[0],
+        realtime_state="redis" if shared is not None else "memory",
         demo=settings.demo,
     )

@@ -37,6 +37,7 @@ class ContactState:
     assigned_at: float | None = None
     connected_at: float | None = None
     promoted_by: str | None = None
+    revision: int = 0  # one more for every stored change (see ContactRow.revision)
     stage_name: str = ""
     entry: WaitingEntry | None = None
     breach_warned: bool = False  # an `sla.breach_warning` was sent for it
@@ -84,6 +85,7 @@ class ContactState:
             assigned_at=row.assigned_at,
             connected_at=row.connected_at,
             promoted_by=row.promoted_by,
+            revision=row.revision,
         )
 
 

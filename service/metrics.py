@@ -36,6 +36,10 @@ PASS_CONSUME_RETRIES = Counter(
     "skillroute_pass_consume_retries_total",
     "Pass consumptions that failed and were queued for a retry",
 )
+STATE_REBUILDS = Counter(
+    "skillroute_state_rebuilds_total",
+    "Rebuilds of the shared real-time state from the database that this replica ran",
+)
 RULES_RELOADS = Counter("skillroute_rules_reloads_total", "Rules changes by result", ["result"])
 
 

@@ -66,6 +66,7 @@ from service.pass_models import (
 from service.problems import Conflict, InvalidInput, NotFound
 from service.rules_store import RulesStore
 from service.settings import Settings
+from service.state.redis_holds import SharedHolds
 from service.storage.tables import ContactRow, PassRow, RefundRow
 from sla.config import PassRates
 from sla.guard import DAY, PassDemand, PassKind, first_sold_out, pass_contacts_per_day
@@ -94,8 +95,17 @@ def _rank(view: PassView) -> tuple[int, float]:
 class PassDesk:
     """Fast-lane passes: the in-memory index for routing and every change to a pass."""
 
-    def __init__(self, *, engine: Engine, rules: RulesStore, settings: Settings) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        rules: RulesStore,
+        settings: Settings,
+        shared_holds: SharedHolds | None = None,
+    ) -> None:
         self._engine = engine
+        # With several replicas the holds live in Redis (`_holds` then stays empty).
+        self._shared_holds = shared_holds
         self._rules = rules
         self.idempotency = IdempotencyStore(
             engine, ttl_seconds=settings.idempotency_key_ttl_seconds
@@ -142,6 +152,43 @@ class PassDesk:
             ):
                 return view.pass_id
         return None
+
+    async def take(self, customer_id: str, contact_id: str, now: float) -> str | None:
+        """The pass a new contact of the customer rides on, held for it; None: standard tier."""
+        shared = self._shared_holds
+        if shared is None:
+            pass_id = self.fast_lane_pass(customer_id, now)
+            return pass_id if pass_id is not None and self.hold(pass_id, contact_id) else None
+        for view in self._by_customer.get(customer_id, ()):
+            if not view.valid_from <= now < view.valid_until or view.pass_id in self._cancelling:
+                continue
+            if view.kind == "subscription":
+                if not await shared.cancelling(view.pass_id):
+                    return view.pass_id
+            elif await shared.hold(view.pass_id, contact_id):
+                if self._views.get(view.pass_id) is not None:
+                    return view.pass_id
+                await shared.release(view.pass_id, contact_id)  # gone meanwhile
+        return None
+
+    async def let_go(self, pass_id: str, contact_id: str) -> None:
+        """The contact ended unanswered, or its route call failed: its hold ends."""
+        if self._shared_holds is None:
+            self.release(pass_id, contact_id)
+        else:
+            await self._shared_holds.release(pass_id, contact_id)
+
+    async def restore_holds(self) -> int:
+        """Put the holds of active contacts back into the shared state (after it was lost)."""
+        if self._shared_holds is None:
+            return 0
+        holds = [
+            (pass_id, contact_id)
+            for pass_id, contact_id in await asyncio.to_thread(self._hold_rows)
+            if (view := self._views.get(pass_id)) is None or view.kind == "single_incident"
+        ]
+        await self._shared_holds.restore(holds)
+        return len(holds)
 
     def subscription_pass(self, customer_id: str, now: float) -> str | None:
         """The customer's subscription granting the fast lane at `now`, if any (appointments)."""
@@ -192,7 +239,26 @@ class PassDesk:
             rows = connection.execute(
                 select(_PASSES).where(_PASSES.c.status == "active", _PASSES.c.valid_until > now)
             ).all()
-            holds = list(
+        holds = self._hold_rows() if self._shared_holds is None else []
+        with self._lock:
+            self._by_customer.clear()
+            self._views.clear()
+            self._demand_base = None
+            for row in rows:
+                self._apply(PassView.from_row(row), local=False)
+                self._watermark = max(self._watermark, row.updated_at)
+            self._holds.clear()
+            for pass_id, contact_id in holds:
+                view = self._views.get(pass_id)
+                if view is None or view.kind == "single_incident":
+                    self._holds[pass_id] = contact_id
+            self._refreshed_at = now
+        return len(self._views), len(self._holds)
+
+    def _hold_rows(self) -> list[tuple[str, str]]:
+        """(pass, contact) of every hold the database implies, the answered contacts' last."""
+        with self._engine.connect() as connection:
+            holds: list[tuple[str, str]] = list(
                 connection.execute(
                     select(_CONTACTS.c.pass_id, _CONTACTS.c.contact_id).where(
                         _CONTACTS.c.status.in_(("queued", "reserved")),
@@ -211,20 +277,7 @@ class PassDesk:
                 )
                 .order_by(_CONTACTS.c.connected_at.desc())
             ).all()
-        with self._lock:
-            self._by_customer.clear()
-            self._views.clear()
-            self._demand_base = None
-            for row in rows:
-                self._apply(PassView.from_row(row), local=False)
-                self._watermark = max(self._watermark, row.updated_at)
-            self._holds.clear()
-            for pass_id, contact_id in holds:
-                view = self._views.get(pass_id)
-                if view is None or view.kind == "single_incident":
-                    self._holds[pass_id] = contact_id
-            self._refreshed_at = now
-        return len(self._views), len(self._holds)
+        return [(row[0], row[1]) for row in holds]
 
     def refresh(self, now: float | None = None) -> int:
         """Apply passes changed since the last look (other replicas' sales and changes)."""
@@ -424,7 +477,10 @@ class PassDesk:
         view = self._views.get(pass_id)
         if view is not None and view.kind == "subscription":
             return False
-        return await asyncio.to_thread(self._consume, pass_id, contact_id, now)
+        used = await asyncio.to_thread(self._consume, pass_id, contact_id, now)
+        if self._shared_holds is not None:
+            await self._shared_holds.release(pass_id, contact_id)
+        return used
 
     async def settle_answered(self, now: float) -> int:
         """Consume the passes of answered contacts whose consumption was lost; how many.
@@ -652,10 +708,11 @@ class PassDesk:
 
     def cancel(self, pass_id: str, *, now: float) -> dict[str, Any]:
         """Cancel a subscription or an unused single-incident pass; repeating it is harmless."""
+        shared = self._shared_holds
         with self._hold_lock:
             # Checked and marked in one step: from here until the cancellation is written and
             # applied, `hold` refuses the pass and `fast_lane_pass` does not offer it.
-            holder = self._holds.get(pass_id)
+            holder = self._holds.get(pass_id) if shared is None else shared.begin_cancel(pass_id)
             if holder is not None:
                 raise Conflict(
                     f"contact {holder} is waiting in the fast lane with this pass; cancel it "
@@ -665,6 +722,8 @@ class PassDesk:
         try:
             return self._cancel(pass_id, now)
         finally:
+            if shared is not None:
+                shared.end_cancel(pass_id)
             with self._hold_lock:
                 if self._cancelling[pass_id] == 1:
                     del self._cancelling[pass_id]

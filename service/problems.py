@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, iter_route_contexts
+from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -165,6 +166,18 @@ def install_problem_handlers(app: FastAPI) -> None:
             503,
             "Service unavailable",
             "the database is unavailable; nothing was changed, retry later",
+            slug="unavailable",
+            instance=request.url.path,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(RedisError)
+    async def _redis_down(request: Request, exc: RedisError) -> Response:
+        log.warning("redis.unavailable", path=request.url.path, error=str(exc)[:300])
+        return problem_response(
+            503,
+            "Service unavailable",
+            "the shared real-time state (Redis) is unavailable; retry later",
             slug="unavailable",
             instance=request.url.path,
             headers={"Retry-After": "5"},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -27,11 +28,13 @@ from service.gc_tuning import GcTuner
 from service.models import ContactIn
 from service.passes import PassDesk
 from service.problems import Conflict, NotFound, Unavailable
+from service.realtime import RealtimeKeeper
 from service.recovery import restore
 from service.rules_store import RulesStore
 from service.sla_watch import SlaWatch
 from service.state.base import RealtimeState
 from service.state.records import Reservation, WaitingEntry
+from service.state.redis_contacts import ContactBusy, ContactLock, SharedContacts, StateLost
 from service.storage.archive import ContactArchive
 from service.storage.writer import BatchWriter
 from service.vocabulary import check_contact
@@ -57,6 +60,7 @@ class RoutingService:
         idempotency_window_seconds: float = 7 * 86400.0,
         exclusion_seconds: float = 120.0,
         passes: PassDesk | None = None,
+        shared: SharedContacts | None = None,
     ) -> None:
         self.state = state
         self.dispatcher = dispatcher
@@ -76,13 +80,92 @@ class RoutingService:
         self.contacts = ContactBook(
             memory_seconds=retention_seconds, idempotency_window_seconds=idempotency_window_seconds
         )
-        self.sla_watch = SlaWatch(self.contacts, writer)
+        # With several replicas: the live records and locks every replica shares (Redis).
+        self.shared = shared
+        self.sla_watch = SlaWatch(
+            writer, None if shared is None else (shared.client, shared.key("sla_due"))
+        )
+        # Active contacts of every replica as of the last tick (the rules veto reads it).
+        self._active_snapshot: list[ContactState] = []
+        self._snapshot_at = float("-inf")
+        # With shared state: watches Redis and rebuilds it from the database when it is lost.
+        self.keeper: RealtimeKeeper | None = None
+
+    def ensure_ready(self) -> None:
+        """503 while the shared real-time state is being rebuilt (changes would be lost)."""
+        if self.keeper is not None and not self.keeper.ready:
+            raise Unavailable(f"not ready: {self.keeper.problem}; retry shortly")
+
+    # ---- one contact at a time -------------------------------------------------------------
+    async def _lock(self, contact_id: str) -> ContactLockLike:
+        """Hold a contact while one call changes it (shared state: a Redis lock)."""
+        if self.shared is None:
+            return _NO_LOCK
+        try:
+            return await self.shared.lock(contact_id)
+        except StateLost:
+            raise Unavailable(
+                "the shared real-time state is being rebuilt from the database; retry shortly"
+            ) from None
+        except ContactBusy as exc:
+            raise Unavailable(f"{exc}; retry shortly") from None
+
+    async def _fresh(self, contact_id: str) -> ContactState | None:
+        """The contact's live record as it is now (shared: read from Redis)."""
+        if self.shared is None:
+            return self.contacts.get(contact_id)
+        return await self.shared.get(contact_id)
+
+    async def _save(self, contact: ContactState, now: float) -> None:
+        """Store a changed live record where every replica reads it (and in the database)."""
+        contact.revision += 1
+        self.writer.put_contact(contact.to_row())
+        if self.shared is not None:
+            await self.shared.save(contact, now=now)
+
+    async def _existing(self, contact_id: str) -> ContactState | None:
+        """A contact routed before: live, or ended and only in the database."""
+        if self.shared is None:
+            return self.contacts.get(contact_id) or await self._load(contact_id)
+        record, known = await self.shared.lookup(contact_id)
+        if record is not None or not known:
+            return record
+        row = await asyncio.to_thread(self.archive.contact, contact_id)
+        return None if row is None else ContactState.from_row(row)
+
+    async def _await_decision(self, contact_id: str) -> dict[str, Any]:
+        """The first decision of a contact whose route call is being answered elsewhere.
+
+        With shared state, a dispatch may claim a contact between its joining the queue and
+        its route call's own placement; that dispatch writes the decision the call returns.
+        """
+        assert self.shared is not None
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            record = await self.shared.get(contact_id)
+            if record is not None and record.first_decision:
+                return record.first_decision
+            await asyncio.sleep(0.005)
+        raise Unavailable(f"the decision for contact {contact_id} is not ready yet; retry")
+
+    def active_contacts(self) -> list[ContactState]:
+        """Contacts queued, offered or connected (shared: every replica's, as of the last tick)."""
+        return self.contacts.active() if self.shared is None else self._active_snapshot
 
     # ---- route ---------------------------------------------------------------------------
     async def route(self, body: ContactIn, raw: bytes) -> tuple[dict[str, Any], bool]:
         """Route a contact; a retry with the same contact_id replays the first decision."""
         request_hash = hashlib.sha256(raw).hexdigest()
-        existing = self.contacts.get(body.contact_id) or await self._load(body.contact_id)
+        lock = await self._lock(body.contact_id)
+        try:
+            return await self._route(body, request_hash, lock)
+        finally:
+            await lock.release()
+
+    async def _route(
+        self, body: ContactIn, request_hash: str, lock: ContactLockLike
+    ) -> tuple[dict[str, Any], bool]:
+        existing = await self._existing(body.contact_id)
         if existing is not None:
             if existing.request_hash != request_hash and existing.request != _request(body):
                 raise Conflict(
@@ -94,6 +177,10 @@ class RoutingService:
                 return await asyncio.shield(in_flight), True
             if existing.first_decision:
                 return existing.first_decision, True
+            if self.shared is not None:
+                # Its first call waits for the dispatch that placed it to record the decision.
+                await lock.release()
+                return await self._await_decision(body.contact_id), True
         if not self.writer.has_room():
             raise Unavailable("the database has not accepted writes for too long; retry later")
         rules = self.rules.compiled
@@ -109,10 +196,12 @@ class RoutingService:
         )
         rule = rules.rule_for(facts)
         # The tier comes from the customer's pass, never from the request body.
-        passes = self.passes
-        pass_id = None if passes is None else passes.fast_lane_pass(body.customer_id, now)
-        if pass_id is not None and passes is not None and not passes.hold(pass_id, body.contact_id):
-            pass_id = None  # cancelled or refunded just now, or held by another contact
+        # Not a pass cancelled or refunded just now, nor one another waiting contact holds.
+        pass_id = (
+            None
+            if self.passes is None
+            else await self.passes.take(body.customer_id, body.contact_id, now)
+        )
         tier: Tier = "standard" if pass_id is None else "fast_lane"
         stage = rule.next_stage(0, wait_seconds=0.0, stalled_seconds=0.0)
         next_check = rule.next_check_time(
@@ -150,9 +239,14 @@ class RoutingService:
             tier=tier,
             pass_id=pass_id,
         )
-        self.contacts.add(contact)
+        if self.shared is None:
+            self.contacts.add(contact)
         in_flight = self._in_flight[body.contact_id] = asyncio.get_running_loop().create_future()
+        claimed_elsewhere = False
         try:
+            if self.shared is not None:
+                # Stored before it waits: a dispatch on any replica may place it from then on.
+                await self.shared.save(contact, now=now)
             await self.state.add_waiting(entry)
             placement = await self.dispatcher.place_new(rules, entry, now=now)
             if placement is not None:
@@ -160,12 +254,17 @@ class RoutingService:
             elif contact.first_decision:
                 # A full dispatch queued ahead of this call for the channel placed it (_apply).
                 decision = contact.first_decision
+            elif self.shared is not None and not await self.state.waiting_entry(body.contact_id):
+                # A dispatch claimed it since it joined the queue; that dispatch records the
+                # placement, and with it this call's decision, once this call lets go.
+                claimed_elsewhere = True
+                decision = {}
             else:
                 decision = await self._queued(rules, contact, now)
-            contact.first_decision = decision
-            self.writer.put_contact(contact.to_row())
+            if not claimed_elsewhere:
+                contact.first_decision = decision
+                await self._save(contact, now)
             in_flight.set_result(decision)
-            return decision, False
         except BaseException as exc:
             await self._forget(contact)
             in_flight.set_exception(exc)
@@ -173,6 +272,10 @@ class RoutingService:
             raise
         finally:
             del self._in_flight[body.contact_id]
+        if claimed_elsewhere:
+            await lock.release()
+            decision = await self._await_decision(body.contact_id)
+        return decision, False
 
     async def _forget(self, contact: ContactState) -> None:
         """Undo a route call that failed half-way: no waiting entry, no offer, no record."""
@@ -182,8 +285,10 @@ class RoutingService:
                 contact.reservation_id, keep_load=False, now=clock.now()
             )
         if contact.pass_id is not None and self.passes is not None:
-            self.passes.release(contact.pass_id, contact.contact_id)
+            await self.passes.let_go(contact.pass_id, contact.contact_id)
         self.contacts.discard(contact.contact_id)
+        if self.shared is not None:
+            await self.shared.forget(contact.contact_id)
 
     async def _queued(
         self, rules: CompiledRules, contact: ContactState, now: float
@@ -214,7 +319,7 @@ class RoutingService:
                 now=now,
             )
         )
-        self.sla_watch.watch(rules, contact)
+        await self.sla_watch.watch(rules, contact)
         return queued_answer(contact, rules, position=position, staffed=staffed, estimate=estimate)
 
     def _placed(
@@ -270,21 +375,31 @@ class RoutingService:
         )
         return assigned_answer(contact, rules, placement, now=now)
 
-    def _apply(self, rules: CompiledRules, result: DispatchResult, *, trigger: str) -> int:
+    async def _apply(self, rules: CompiledRules, result: DispatchResult, *, trigger: str) -> int:
         """Record the placements a dispatch made; how many there were."""
         placed = 0
-        now = clock.now()
         for placement in result.placements:
-            contact = self.contacts.get(placement.entry.contact_id)
-            if contact is None:
+            contact_id = placement.entry.contact_id
+            try:
+                lock = await self._lock(contact_id)
+            except Unavailable:
+                # The claim stands in the real-time state; the offer expires unanswered and
+                # the contact is dispatched again, so nothing is lost (only time).
+                log.warning("dispatch.record_deferred", contact_id=contact_id)
                 continue
-            decision = self._placed(rules, contact, placement, trigger=trigger, now=now)
-            if not contact.first_decision:
-                # Its route call still waits for the channel: this placement is the decision
-                # that call returns and a retry replays (never an empty one, never "queued").
-                contact.first_decision = decision
-            self.writer.put_contact(contact.to_row())
-            placed += 1
+            async with lock:
+                contact = await self._fresh(contact_id)
+                if contact is None or contact.status != "queued":
+                    continue
+                now = clock.now()
+                decision = self._placed(rules, contact, placement, trigger=trigger, now=now)
+                if not contact.first_decision:
+                    # Its route call still waits for the channel: this placement is the
+                    # decision that call returns and a retry replays (never an empty one,
+                    # never "queued").
+                    contact.first_decision = decision
+                await self._save(contact, now)
+                placed += 1
         return placed
 
     # ---- dispatch triggers ---------------------------------------------------------------
@@ -300,7 +415,7 @@ class RoutingService:
             if await self.state.free_slots(channel) == 0:
                 continue
             result = await self.dispatcher.dispatch(rules, channel, trigger=trigger)
-            placed += self._apply(rules, result, trigger=trigger)
+            placed += await self._apply(rules, result, trigger=trigger)
         return placed
 
     async def dispatch_all(self, *, trigger: str) -> int:
@@ -324,8 +439,10 @@ class RoutingService:
 
     def _adopt_entry(self, entry: WaitingEntry) -> None:
         contact = self.contacts.get(entry.contact_id)
-        if contact is None:
-            return
+        if contact is not None:
+            self._adopt(contact, entry)
+
+    def _adopt(self, contact: ContactState, entry: WaitingEntry) -> None:
         rule = self.rules.compiled.rule_named(entry.rule) or self.rules.compiled.implicit
         contact.entry = entry
         contact.rule, contact.stage, contact.priority = entry.rule, entry.stage, entry.priority
@@ -336,9 +453,12 @@ class RoutingService:
         now = clock.now()
         expired_channels = set()
         for reservation in await self.state.due_reservations(now):
-            found = await self._requeue(
-                reservation.reservation_id, reason="expired", now=now, dispatch=False
-            )
+            try:
+                found = await self._requeue(
+                    reservation.reservation_id, reason="expired", now=now, dispatch=False
+                )
+            except Unavailable:  # its contact is busy, or the state is being rebuilt
+                continue
             if found is not None:
                 expired_channels.add(found[1].channel)
         await self.dispatch_channels(sorted(expired_channels), trigger="expired")
@@ -354,8 +474,8 @@ class RoutingService:
             result = await self.dispatcher.dispatch(
                 rules, channel, trigger="timer", now=now, only=entries
             )
-            self._apply(rules, result, trigger="timer")
-        self.sla_watch.warn_due(rules, now)
+            await self._apply(rules, result, trigger="timer")
+        await self.warn_due(rules, now)
         for contact in list(self._unsettled.values()):
             del self._unsettled[contact.contact_id]
             await self._settle_pass(contact, now)
@@ -364,6 +484,22 @@ class RoutingService:
                 await self.state.waiting_count(channel)
             )
         self.contacts.evict(now)
+        if self.shared is not None and now - self._snapshot_at >= ACTIVE_SNAPSHOT_SECONDS:
+            self._snapshot_at = now
+            self._active_snapshot = await self.shared.active()
+
+    async def warn_due(self, rules: CompiledRules, now: float) -> None:
+        """Emit `sla.breach_warning` (once each) for contacts still unanswered near their SLA."""
+        for contact_id in await self.sla_watch.due(now):
+            try:
+                lock = await self._lock(contact_id)
+            except Unavailable:
+                continue
+            async with lock:
+                contact = await self._fresh(contact_id)
+                warned = contact is not None and self.sla_watch.warn(rules, contact, now)
+                if warned and contact is not None and self.shared is not None:
+                    await self.shared.save(contact, now=now)
 
     async def run_timer(self, interval: float) -> None:
         """Run `tick` forever every `interval` seconds."""
@@ -379,19 +515,26 @@ class RoutingService:
     # ---- reservations --------------------------------------------------------------------
     async def accept(self, reservation_id: str) -> tuple[Reservation, ContactState]:
         """The agent takes the contact: the slot stays taken until complete."""
-        reservation = await self.state.end_reservation(
-            reservation_id, keep_load=True, now=clock.now()
-        )
-        if reservation is None:
+        offered = await self.state.reservation(reservation_id)
+        if offered is None:
             raise NotFound(
                 f"reservation {reservation_id} is not open (expired, rejected or unknown)"
             )
-        contact = self.contacts.get(reservation.contact_id)
-        assert contact is not None, "every reserved contact is held in memory"
-        now = clock.now()
-        contact.status = "connected"
-        contact.updated_at = contact.connected_at = now
-        self.writer.put_contact(contact.to_row())
+        async with await self._lock(offered.contact_id):
+            reservation = await self.state.end_reservation(
+                reservation_id, keep_load=True, now=clock.now()
+            )
+            if reservation is None:
+                raise NotFound(
+                    f"reservation {reservation_id} is not open (expired, rejected or unknown)"
+                )
+            contact = await self._fresh(reservation.contact_id)
+            assert contact is not None, "every reserved contact has a live record"
+            now = clock.now()
+            contact.status = "connected"
+            contact.agent_id = reservation.agent_id
+            contact.updated_at = contact.connected_at = now
+            await self._save(contact, now)
         metrics.RESERVATIONS.labels(outcome="accepted").inc()
         self.dispatcher.ledger.record(contact.channel, contact.tier, now)
         if contact.pass_id is not None:
@@ -452,13 +595,34 @@ class RoutingService:
     async def _requeue(
         self, reservation_id: str, *, reason: str, now: float, dispatch: bool = True
     ) -> tuple[Reservation, ContactState] | None:
+        offered = await self.state.reservation(reservation_id)
+        if offered is None:
+            return None
+        async with await self._lock(offered.contact_id):
+            found = await self._requeue_held(reservation_id, reason=reason, now=now)
+        if found is None:
+            return None
+        reservation, contact, outcome = found
+        log.info(
+            "reservation.requeued",
+            contact_id=contact.contact_id,
+            agent_id=reservation.agent_id,
+            reason=reason,
+        )
+        if dispatch:
+            await self.dispatch_channels([contact.channel], trigger=outcome)
+        return reservation, contact
+
+    async def _requeue_held(
+        self, reservation_id: str, *, reason: str, now: float
+    ) -> tuple[Reservation, ContactState, str] | None:
         reservation = await self.state.end_reservation(reservation_id, keep_load=False, now=now)
         if reservation is None:
             return None
         outcome = reason if reason in ("expired", "withdrawn") else "rejected"
         metrics.RESERVATIONS.labels(outcome=outcome).inc()
-        contact = self.contacts.get(reservation.contact_id)
-        assert contact is not None, "every reserved contact is held in memory"
+        contact = await self._fresh(reservation.contact_id)
+        assert contact is not None, "every reserved contact has a live record"
         refused = outcome != "withdrawn"
         if refused:
             # The full history is kept on the record; the entry excludes only recent refusals.
@@ -466,9 +630,13 @@ class RoutingService:
         contact.status, contact.agent_id = "queued", None
         contact.reservation_id = contact.reservation_expires_at = None
         contact.updated_at = now
+        rules = self.rules.compiled
         base = contact.entry or self._entry_for(contact)
+        if rules.rule_named(base.rule) is None:
+            # Offered under rules that another replica has since replaced: match again.
+            base = rematch(rules, base, now)
         entry = schedule(
-            self.rules.compiled,
+            rules,
             replace(
                 base,
                 excluded_agents=frozenset(
@@ -482,7 +650,7 @@ class RoutingService:
         )
         contact.entry = entry
         await self.state.add_waiting(entry)
-        self.writer.put_contact(contact.to_row())
+        await self._save(contact, now)
         self.writer.put_event(
             event_row(
                 "contact.queued",
@@ -494,16 +662,8 @@ class RoutingService:
                 now=now,
             )
         )
-        self.sla_watch.watch(self.rules.compiled, contact)
-        log.info(
-            "reservation.requeued",
-            contact_id=contact.contact_id,
-            agent_id=reservation.agent_id,
-            reason=reason,
-        )
-        if dispatch:
-            await self.dispatch_channels([contact.channel], trigger=outcome)
-        return reservation, contact
+        await self.sla_watch.watch(rules, contact)
+        return reservation, contact, outcome
 
     def _entry_for(self, contact: ContactState) -> WaitingEntry:
         return WaitingEntry(
@@ -524,61 +684,97 @@ class RoutingService:
     # ---- contact end ---------------------------------------------------------------------
     async def complete(self, contact_id: str) -> ContactState:
         """The conversation ended: free the agent's slot and dispatch."""
-        contact = await self.get(contact_id)
-        if contact.status == "completed":
-            return contact
-        if contact.status != "connected":
-            raise Conflict(
-                f"contact {contact_id} is {contact.status}; only a connected contact "
-                "can be completed"
-            )
-        now = clock.now()
-        assert contact.agent_id is not None
-        await self.state.release(contact.agent_id, contact.channel, now)
-        self._end(contact, "completed", now)
+        async with await self._lock(contact_id):
+            contact = await self.get(contact_id)
+            if contact.status == "completed":
+                return contact
+            if contact.status != "connected":
+                raise Conflict(
+                    f"contact {contact_id} is {contact.status}; only a connected contact "
+                    "can be completed"
+                )
+            now = clock.now()
+            assert contact.agent_id is not None
+            await self.state.release(contact.agent_id, contact.channel, now)
+            await self._end(contact, "completed", now)
         await self.dispatch_channels([contact.channel], trigger="complete")
         return contact
 
     async def abandon(self, contact_id: str) -> ContactState:
         """The customer hung up or left before being served."""
-        contact = await self.get(contact_id)
-        if contact.status == "abandoned":
-            return contact
-        now = clock.now()
-        if contact.status == "queued":
-            await self.state.remove_waiting(contact_id)
-        elif contact.status == "reserved" and contact.reservation_id is not None:
-            await self.state.end_reservation(contact.reservation_id, keep_load=False, now=now)
+        for _ in range(ABANDON_ATTEMPTS):
+            contact: ContactState | None
+            async with await self._lock(contact_id):
+                contact = await self.get(contact_id)
+                if contact.status == "abandoned":
+                    return contact
+                now = clock.now()
+                if contact.status == "queued":
+                    if await self.state.remove_waiting(contact_id) is None and not self._parked(
+                        contact
+                    ):
+                        # A dispatch has just claimed it and records the offer once this call
+                        # lets go of the contact: look again then.
+                        contact = None
+                elif contact.status == "reserved" and contact.reservation_id is not None:
+                    if (
+                        await self.state.end_reservation(
+                            contact.reservation_id, keep_load=False, now=now
+                        )
+                        is None
+                    ):
+                        contact = None  # accepted, rejected or expired just now: look again
+                else:
+                    raise Conflict(
+                        f"contact {contact_id} is {contact.status}; it can no longer be abandoned"
+                    )
+                if contact is not None:
+                    await self._end(contact, "abandoned", now)
+            if contact is not None:
+                break
+            await asyncio.sleep(0.01)
         else:
-            raise Conflict(
-                f"contact {contact_id} is {contact.status}; it can no longer be abandoned"
-            )
-        self._end(contact, "abandoned", now)
+            raise Unavailable(f"contact {contact_id} is changing; retry the abandon shortly")
         if contact.pass_id is not None and self.passes is not None:
             # Never answered: a single-incident pass is not used up.
-            self.passes.release(contact.pass_id, contact.contact_id)
+            await self.passes.let_go(contact.pass_id, contact.contact_id)
         if contact.agent_id is not None:
             await self.dispatch_channels([contact.channel], trigger="abandon")
         return contact
 
-    def _end(self, contact: ContactState, status: str, now: float) -> None:
+    def _parked(self, contact: ContactState) -> bool:
+        """Whether the active rules cannot route the contact (see `recovery.restore`)."""
+        rules = self.rules.compiled
+        return (
+            contact.channel not in rules.channels
+            or contact.request["language"] not in rules.languages
+        )
+
+    async def _end(self, contact: ContactState, status: str, now: float) -> None:
         contact.status = status  # type: ignore[assignment]
         contact.reservation_id = contact.reservation_expires_at = None
         contact.updated_at = contact.ended_at = now
         contact.entry = None
-        self.contacts.ended(contact, now)
-        self.writer.put_contact(contact.to_row())
+        if self.shared is None:
+            self.contacts.ended(contact, now)
+        await self._save(contact, now)
 
     # ---- reads ---------------------------------------------------------------------------
     async def get(self, contact_id: str) -> ContactState:
         """A contact by id, from memory or the database (a waiting one with its live stage)."""
-        contact = self.contacts.get(contact_id) or await self._load(contact_id)
+        if self.shared is None:
+            contact = self.contacts.get(contact_id) or await self._load(contact_id)
+        else:
+            contact = await self.shared.get(contact_id)
+            if contact is None:
+                row = await asyncio.to_thread(self.archive.contact, contact_id)
+                contact = None if row is None else ContactState.from_row(row)
         if contact is None:
             raise NotFound(f"contact {contact_id} does not exist")
         if contact.status == "queued":
             live = await self.state.waiting_entry(contact_id)
             if live is not None:
-                self._adopt_entry(live)
+                self._adopt(contact, live)
         return contact
 
     async def _load(self, contact_id: str) -> ContactState | None:
@@ -598,30 +794,61 @@ class RoutingService:
 
     # ---- recovery ------------------------------------------------------------------------
     async def recover(self) -> int:
-        """Rebuild waiting set, reservations and agent load from the database after a start."""
-        self.contacts.remember_stored(
-            await asyncio.to_thread(
-                self.archive.ended_since, clock.now() - self._idempotency_window
-            )
-        )
+        """Rebuild waiting set, reservations and agent load from the database.
+
+        At a start (one process), or, with several replicas, when the shared state is built
+        for the first time or again after Redis lost it (`service.realtime`).
+        """
+        now = clock.now()
+        ended = await asyncio.to_thread(self.archive.ended_since, now - self._idempotency_window)
+        if self.shared is None:
+            self.contacts.remember_stored(ended)
+        else:
+            await self.shared.remember(ended, now=now)
         rows = await asyncio.to_thread(self.archive.active)
         rules = self.rules.compiled
         for row in rows:
             contact = ContactState.from_row(row)
-            self.contacts.add(contact)
+            if self.shared is None:
+                self.contacts.add(contact)
             if await restore(self.state, rules, contact, self._entry_for(contact)):
+                contact.revision += 1
                 self.writer.put_contact(contact.to_row())
+            if self.shared is not None:
+                await self.shared.save(contact, now=now)
             if contact.status in ("queued", "reserved"):
-                self.sla_watch.watch(rules, contact)
-        # The share cap's window of answered contacts, as it was before the restart.
-        now = clock.now()
-        window = rules.ruleset.tiers.protection.share_window_seconds
-        for channel, tier, at in await asyncio.to_thread(self.archive.answered_since, now - window):
-            self.dispatcher.ledger.record(channel, tier, at)  # type: ignore[arg-type]
+                await self.sla_watch.watch(rules, contact)
         if self.passes is not None:
             # Passes of contacts answered just before a crash, whose consumption was lost.
             await self.passes.settle_answered(now)
         return len(rows)
+
+    async def load_ledger(self) -> None:
+        """The share cap's window of answered contacts, as the database has it."""
+        now = clock.now()
+        window = self.rules.compiled.ruleset.tiers.protection.share_window_seconds
+        for channel, tier, at in await asyncio.to_thread(self.archive.answered_since, now - window):
+            self.dispatcher.ledger.record(channel, tier, at)  # type: ignore[arg-type]
+
+
+class _NoLock:
+    """The lock of one process's own contacts: asyncio runs one change at a time anyway."""
+
+    async def release(self) -> None:
+        return None
+
+    async def __aenter__(self) -> _NoLock:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+ContactLockLike = ContactLock | _NoLock
+LOCK_WAIT_SECONDS = 5.0  # how long a call waits for a decision being recorded elsewhere
+ACTIVE_SNAPSHOT_SECONDS = 5.0
+ABANDON_ATTEMPTS = 100  # 10 ms apart: a claim's record is written within milliseconds
 
 
 def _request(body: ContactIn) -> dict[str, Any]:

@@ -82,7 +82,15 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         pattern=r"^rediss?://",
-        description="Redis shared by all replicas (today: the rate-limit counters)",
+        description="Redis shared by all replicas: real-time state, live contacts, rate limits",
+    )
+    redis_prefix: str = Field(
+        default="skillroute",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="namespace of every Redis key ({prefix}:..., one Redis Cluster hash tag)",
+    )
+    redis_max_connections: int = Field(
+        default=50, ge=2, le=10_000, description="Redis connections per process (pool size)"
     )
     rate_limit_route: str = Field(
         default="5000/second", description="per API key, `limits` notation: N/second|minute|hour"

@@ -80,6 +80,7 @@ def demo_rules_with(extra_yaml: str = "") -> str:
 # With this set to a PostgreSQL URL, every test app runs on PostgreSQL instead of SQLite (each
 # in a schema of its own, dropped at the end of the session): `make test-postgres`.
 ALL_ON_POSTGRES_ENV = "SKILLROUTE_TEST_ALL_ON_POSTGRES"
+ALL_ON_REDIS_ENV = "SKILLROUTE_TEST_ALL_ON_REDIS"
 _schemas_made: list[str] = []
 
 
@@ -119,6 +120,13 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "rate_limit_admin": "100000/second",
         "rate_limit_billing": "100000/second",
     }
+    if os.environ.get(ALL_ON_REDIS_ENV) and "redis_url" not in overrides:
+        # Every test app on the shared Redis state (as several replicas would run).
+        values["redis_url"] = os.environ[ALL_ON_REDIS_ENV]
+        values["redis_prefix"] = f"test-{uuid.uuid4().hex[:12]}"
+    if overrides.get("redis_url") and "redis_prefix" not in overrides:
+        # A Redis test app shares nothing with another test's (their own key namespace).
+        values["redis_prefix"] = f"test-{uuid.uuid4().hex[:12]}"
     values.update(overrides)
     return Settings(**values)
 

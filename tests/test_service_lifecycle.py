@@ -478,8 +478,13 @@ def test_readyz_is_ok_when_database_writer_and_rules_are(client: TestClient) -> 
     assert response.status_code == 200
     assert response.json() == {
         "status": "ready",
-        "checks": {"database": "ok", "writer": "ok", "rules": "version 1"},
+        "checks": {"database": "ok", "writer": "ok", "rules": "version 1", **_shared(client)},
     }
+
+
+def _shared(client: TestClient) -> dict[str, str]:
+    """The extra readiness check of an app on the shared (Redis) real-time state."""
+    return {"realtime_state": "ok"} if client.app.state.settings.redis_url else {}  # type: ignore[attr-defined]
 
 
 def test_readyz_is_503_when_the_database_cannot_be_reached(
@@ -497,7 +502,12 @@ def test_readyz_is_503_when_the_database_cannot_be_reached(
     assert response.status_code == 503
     assert response.json() == {
         "status": "not ready",
-        "checks": {"database": "error: OperationalError", "writer": "ok", "rules": "version 1"},
+        "checks": {
+            "database": "error: OperationalError",
+            "writer": "ok",
+            "rules": "version 1",
+            **_shared(client),
+        },
     }
     assert client.get("/readyz").status_code == 200
 

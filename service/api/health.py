@@ -37,6 +37,10 @@ async def readyz(request: Request, response: Response) -> ReadinessOut:
     writer = app_state.writer
     checks["writer"] = "ok" if writer.healthy else f"error: {writer.last_error}"
     checks["rules"] = f"version {app_state.rules.active.row.version}"
+    keeper = app_state.keeper
+    if keeper is not None:
+        # Shared state in Redis: 503 while it is unreachable or being rebuilt after a loss.
+        checks["realtime_state"] = "ok" if keeper.ready else f"error: {keeper.problem}"
     ready = all(not v.startswith("error") for v in checks.values())
     response.status_code = 200 if ready else 503
     return ReadinessOut(status="ready" if ready else "not ready", checks=checks)

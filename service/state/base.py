@@ -21,6 +21,10 @@ class RealtimeState(ABC):
     """Live routing state shared by every request and dispatch."""
 
     @abstractmethod
+    def known_skills(self) -> set[str]:
+        """Skills of the agents this process knows (rules lint; may lag other replicas)."""
+
+    @abstractmethod
     async def reindex(self, rules: CompiledRules) -> None:
         """Rebuild the agent arrays for a new vocabulary (skills, channels, languages)."""
 

@@ -100,6 +100,10 @@ class MemoryState(RealtimeState):
         self._id_array[row] = agent.agent_id
         self._refresh_free(row)
 
+    def known_skills(self) -> set[str]:
+        """Skills of the agents this process knows (rules lint)."""
+        return {s for a in self._agents.values() for s in a.skills}
+
     async def reindex(self, rules: CompiledRules) -> None:
         """Rebuild the agent arrays for a new vocabulary (skills, channels, languages)."""
         load_by_name = {

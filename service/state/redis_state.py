@@ -102,6 +102,14 @@ class RedisState(RealtimeState):
         return await self._scripts[name](keys=[self.key(k) for k in keys], args=list(args))
 
     # ---- agents ------------------------------------------------------------------------------
+    def known_skills(self) -> set[str]:
+        """Skills of the agents as of the last profile load (rules lint; may lag a moment)."""
+        return {s for a in self._records.values() for s in a.skills}
+
+    async def clear_local(self) -> None:
+        """Forget what this process cached of the shared state (it was lost or rebuilt)."""
+        self._profiles_at = None
+
     async def reindex(self, rules: CompiledRules) -> None:
         """Use a new vocabulary; the profile arrays are rebuilt on next use."""
         self._rules = rules
@@ -253,6 +261,8 @@ class RedisState(RealtimeState):
     async def staffed(self, channel: str) -> int:
         """Number of available agents that can take `channel` at all."""
         await self._profiles()
+        if not self._ids:
+            return 0
         status, _, _ = await self._presence()
         caps = await self._r.hmget(self.key("cap"), [_field(a, channel) for a in self._ids])
         return sum(

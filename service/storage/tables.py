@@ -53,6 +53,9 @@ class ContactRow(SQLModel, table=True):
     connected_at: float | None = None  # the agent accepted: answered
     # Set when the standard tier's protections put this contact ahead of the fast lane.
     promoted_by: str | None = Field(default=None, max_length=32)
+    # Counts the changes of the live record: a replica's batch never overwrites a newer state
+    # another replica committed first (the upsert keeps the higher revision).
+    revision: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     first_decision: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: float
     updated_at: float

@@ -162,7 +162,10 @@ class BatchWriter:
         self._contact_sql = (
             f"INSERT INTO contacts ({', '.join(contact_columns)}) "
             f"VALUES ({', '.join([mark] * len(contact_columns))}) "
-            f"ON CONFLICT (contact_id) DO UPDATE SET {updates}"
+            f"ON CONFLICT (contact_id) DO UPDATE SET {updates} "
+            # Several replicas write one contact's changes in their own batches: the newest
+            # change wins whichever batch commits last.
+            "WHERE contacts.revision <= excluded.revision"
         )
         decision_columns = [c.name for c in DecisionRow.__table__.columns]  # type: ignore[attr-defined]
         self._decision_sql = (
