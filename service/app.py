@@ -14,6 +14,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
+from service import clock
 from service.agents import AgentDesk
 from service.api import (
     agents,
@@ -272,6 +273,9 @@ async def _start(app: FastAPI, settings: Settings) -> None:
             keeper.problem = f"Redis: {type(exc).__name__}: {exc}"[:300]
             log.warning("service.redis_unavailable", error=keeper.problem)
     await routing.load_ledger()
+    # Passes of contacts answered just before a crash, whose consumption was lost (every
+    # process at its start: with shared state, the state itself may have outlived the crash).
+    await pass_desk.settle_answered(clock.now())
     if app.state.keeper is None or app.state.keeper.ready:
         await routing.dispatch_all(trigger="startup")
     agents_loaded, contacts_recovered = loaded["agents"], loaded["contacts"]

@@ -3,9 +3,10 @@
 Every booking, reorder and cancellation is one database transaction that also inserts its
 events into the outbox (`appointment.booked`, `appointment.rescheduled`,
 `appointment.cancelled`), so an event exists exactly when its change does. Bookings and
-cancellations are serialised by an asyncio lock: the seat counts are read, decided on and
-written without another booking in between. That is safe for one process per database, which
-is how skillroute runs today; several processes would need a database lock as well.
+cancellations are serialised: the seat counts are read, decided on and written without another
+booking in between, by an asyncio lock within a process and, across replicas, by a database lock
+taken first in each transaction (an advisory transaction lock on PostgreSQL, the write lock on
+SQLite).
 
 A booking is in the fast lane when the customer has a subscription granting it at booking
 time (`PassDesk.subscription_pass`); a subscription is never used up, so it books any number
@@ -25,7 +26,7 @@ import importlib
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -127,6 +128,7 @@ class AppointmentBook:
         first = max(request.not_before, now)
         try:
             with self._engine.begin() as connection:
+                _lock_calendar(connection)
                 replay = _replay(connection, request, caller, calendar)
                 if replay is not None:
                     return replay, True
@@ -277,6 +279,7 @@ class AppointmentBook:
 
     def _cancel(self, appointment_id: str, now: float) -> RowMapping:
         with self._engine.begin() as connection:
+            _lock_calendar(connection)
             row = _select_row(connection, appointment_id)
             if row is None:
                 raise NotFound(f"appointment {appointment_id} does not exist")
@@ -506,3 +509,20 @@ def _persist(
         ],
     )
     return response
+
+
+_PG_LOCK_KEY = 0x6170_7074  # "appt": one lock for the whole calendar
+
+
+def _lock_calendar(connection: Connection) -> None:
+    """Serialise bookings and cancellations of every process until the transaction ends."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})"))
+        return
+    # SQLite: a write statement first takes the database's write lock for the transaction
+    # (pysqlite begins it at the first write; a read snapshot could not become a write later).
+    connection.execute(
+        update(APPOINTMENTS)
+        .where(APPOINTMENTS.c.appointment_id == "")
+        .values(status=APPOINTMENTS.c.status)
+    )

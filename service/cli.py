@@ -25,26 +25,29 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default from settings)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default from settings)")] = None,
     workers: Annotated[
-        int, typer.Option(min=1, help="uvicorn worker processes (only 1 is supported)")
+        int,
+        typer.Option(
+            min=1,
+            help="uvicorn worker processes; more than 1 needs SKILLROUTE_REDIS_URL and PostgreSQL",
+        ),
     ] = 1,
 ) -> None:
     """Serve the HTTP API (settings come from SKILLROUTE_* environment variables)."""
-    if workers > 1:
-        # Queues, reservations and agent load live in process memory: every worker would hand
-        # out the same agents on the same database.
-        typer.echo(
-            f"error: --workers {workers}: skillroute keeps queued contacts, reservations and "
-            "agent load in its own process memory, so several workers on one database would "
-            "each assign the same agents. Run one worker; several workers need the shared "
-            "Redis state backend, which is not built yet.",
-            err=True,
-        )
-        raise typer.Exit(2)
     import uvicorn
 
     from service.settings import Settings
 
     settings = Settings()
+    if workers > 1 and (settings.redis_url is None or settings.database_url.startswith("sqlite")):
+        # Without Redis, queues, reservations and agent load live in process memory: every
+        # worker would hand out the same agents. SQLite takes one writer at a time.
+        typer.echo(
+            f"error: --workers {workers}: several workers share their real-time state in Redis "
+            "and their records in PostgreSQL; set SKILLROUTE_REDIS_URL and a postgresql:// "
+            "SKILLROUTE_DATABASE_URL, or run one worker.",
+            err=True,
+        )
+        raise typer.Exit(2)
     uvicorn.run(
         "service.main:app",
         host=host or settings.host,

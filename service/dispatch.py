@@ -69,6 +69,7 @@ class DispatchResult:
     free_agents: int = 0
     method: str = "none"
     seconds: float = 0.0
+    lost_claims: int = 0  # taken first by another dispatch (another replica's, say)
 
 
 WARM_UP_LIMIT_SECONDS = 30.0
@@ -318,6 +319,7 @@ class Dispatcher:
             )
             if not await self._state.claim(entry, reservation):
                 metrics.CLAIMS_LOST.inc()
+                result.lost_claims += 1
                 continue
             promoted_by = precedences[i].promoted_by if row in fast_agents else None
             if promoted_by is not None:

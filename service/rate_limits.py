@@ -22,8 +22,6 @@ from service.settings import Scope, Settings
 
 log = structlog.get_logger(__name__)
 
-KEY_PREFIX = "skillroute-rate"
-
 
 class RateLimits:
     """Checks one request against its API key's limit for the scope it uses."""
@@ -39,7 +37,8 @@ class RateLimits:
             storage = RedisStorage(
                 "async+" + settings.redis_url,
                 implementation="redispy",
-                key_prefix=KEY_PREFIX,
+                # Under the deployment's prefix: two deployments on one Redis never share counts.
+                key_prefix=f"{settings.redis_prefix}-rate",
                 wrap_exceptions=True,
             )
         else:

@@ -39,6 +39,7 @@ from service.storage.archive import ContactArchive
 from service.storage.writer import BatchWriter
 from service.vocabulary import check_contact
 from sla.config import Tier
+from sla.precedence import ShareLedger
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +89,7 @@ class RoutingService:
         # Active contacts of every replica as of the last tick (the rules veto reads it).
         self._active_snapshot: list[ContactState] = []
         self._snapshot_at = float("-inf")
+        self._shared_books_at = clock.now()  # the ledger and settlements were loaded at start
         # With shared state: watches Redis and rebuilds it from the database when it is lost.
         self.keeper: RealtimeKeeper | None = None
 
@@ -414,8 +416,13 @@ class RoutingService:
                 continue
             if await self.state.free_slots(channel) == 0:
                 continue
-            result = await self.dispatcher.dispatch(rules, channel, trigger=trigger)
-            placed += await self._apply(rules, result, trigger=trigger)
+            for _ in range(REDISPATCH_AFTER_LOST_CLAIMS + 1):
+                result = await self.dispatcher.dispatch(rules, channel, trigger=trigger)
+                placed += await self._apply(rules, result, trigger=trigger)
+                if not result.lost_claims:
+                    break
+                # Another dispatch (another replica's) took an agent or a contact this solve
+                # counted on: solve again on what is left, so nobody waits beside a free agent.
         return placed
 
     async def dispatch_all(self, *, trigger: str) -> int:
@@ -428,7 +435,8 @@ class RoutingService:
         now = clock.now()
         for entry in await self.state.waiting():
             rematched = rematch(rules, entry, now)
-            await self.state.remove_waiting(entry.contact_id)
+            if await self.state.remove_waiting(entry.contact_id) is None:
+                continue  # placed or abandoned meanwhile (by another replica, say)
             await self.state.add_waiting(rematched)
             self._adopt_entry(rematched)
         # Offered contacts keep their offer; should it be rejected, they wait under new rules.
@@ -487,6 +495,23 @@ class RoutingService:
         if self.shared is not None and now - self._snapshot_at >= ACTIVE_SNAPSHOT_SECONDS:
             self._snapshot_at = now
             self._active_snapshot = await self.shared.active()
+        if self.shared is not None and now - self._shared_books_at >= SHARED_BOOKS_SECONDS:
+            self._shared_books_at = now
+            await self._refresh_shared_books(now)
+
+    async def _refresh_shared_books(self, now: float) -> None:
+        """With several replicas: what other replicas answered, from the database.
+
+        The share cap's window counts every replica's answers (each replica records only its
+        own between refreshes), and pass consumptions that failed on a replica that has since
+        stopped are redone here rather than at some later start.
+        """
+        try:
+            await self.load_ledger(fresh=True)
+            if self.passes is not None:
+                await self.passes.settle_answered(now)
+        except Exception as exc:  # the database is down: the next refresh tries again
+            log.warning("shared_books.refresh_failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
     async def warn_due(self, rules: CompiledRules, now: float) -> None:
         """Emit `sla.breach_warning` (once each) for contacts still unanswered near their SLA."""
@@ -529,8 +554,12 @@ class RoutingService:
                     f"reservation {reservation_id} is not open (expired, rejected or unknown)"
                 )
             contact = await self._fresh(reservation.contact_id)
-            assert contact is not None, "every reserved contact has a live record"
             now = clock.now()
+            if contact is None or contact.ended_at is not None:
+                # An offer whose contact is gone (its route call failed after a dispatch
+                # elsewhere claimed it): nobody to connect, the slot is free again.
+                await self.state.release(reservation.agent_id, reservation.channel, now)
+                raise NotFound(f"reservation {reservation_id} is for a contact that has ended")
             contact.status = "connected"
             contact.agent_id = reservation.agent_id
             contact.updated_at = contact.connected_at = now
@@ -622,7 +651,8 @@ class RoutingService:
         outcome = reason if reason in ("expired", "withdrawn") else "rejected"
         metrics.RESERVATIONS.labels(outcome=outcome).inc()
         contact = await self._fresh(reservation.contact_id)
-        assert contact is not None, "every reserved contact has a live record"
+        if contact is None or contact.ended_at is not None:
+            return None  # an offer of a contact that is gone: ending it freed the slot
         refused = outcome != "withdrawn"
         if refused:
             # The full history is kept on the record; the entry excludes only recent refusals.
@@ -818,17 +848,20 @@ class RoutingService:
                 await self.shared.save(contact, now=now)
             if contact.status in ("queued", "reserved"):
                 await self.sla_watch.watch(rules, contact)
-        if self.passes is not None:
-            # Passes of contacts answered just before a crash, whose consumption was lost.
-            await self.passes.settle_answered(now)
         return len(rows)
 
-    async def load_ledger(self) -> None:
-        """The share cap's window of answered contacts, as the database has it."""
+    async def load_ledger(self, *, fresh: bool = False) -> None:
+        """The share cap's window of answered contacts, as the database has it.
+
+        `fresh`: replace the ledger rather than add to it (a periodic refresh).
+        """
         now = clock.now()
         window = self.rules.compiled.ruleset.tiers.protection.share_window_seconds
-        for channel, tier, at in await asyncio.to_thread(self.archive.answered_since, now - window):
-            self.dispatcher.ledger.record(channel, tier, at)  # type: ignore[arg-type]
+        rows = await asyncio.to_thread(self.archive.answered_since, now - window)
+        ledger = ShareLedger() if fresh else self.dispatcher.ledger
+        for channel, tier, at in rows:
+            ledger.record(channel, tier, at)  # type: ignore[arg-type]
+        self.dispatcher.ledger = ledger
 
 
 class _NoLock:
@@ -848,6 +881,8 @@ _NO_LOCK = _NoLock()
 ContactLockLike = ContactLock | _NoLock
 LOCK_WAIT_SECONDS = 5.0  # how long a call waits for a decision being recorded elsewhere
 ACTIVE_SNAPSHOT_SECONDS = 5.0
+SHARED_BOOKS_SECONDS = 10.0
+REDISPATCH_AFTER_LOST_CLAIMS = 2
 ABANDON_ATTEMPTS = 100  # 10 ms apart: a claim's record is written within milliseconds
 
 

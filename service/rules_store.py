@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 from sqlalchemy import func, update
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -28,6 +29,7 @@ OnChange = Callable[[CompiledRules], Awaitable[None]]
 # Reasons why live state cannot take these rules now (empty: no objection).
 Veto = Callable[[CompiledRules], list[str]]
 FOLLOW_SECONDS = 1.0  # how soon a version stored by another replica becomes active here
+_PG_STORE_LOCK = 0x7275_6C65  # "rule": one rules store at a time across replicas
 FILE_ORIGIN = "file"
 # When watchfiles itself fails (not one change), watch again after this long.
 WATCH_RETRY_SECONDS = 5.0
@@ -257,8 +259,13 @@ class RulesStore:
 
     def _store(self, text: str, *, checksum: str, origin: str, author: str) -> RuleVersionRow:
         with Session(self._engine) as session:
-            latest = session.exec(select(func.max(RuleVersionRow.version))).one()
+            # Replicas may store at the same moment: one at a time, each numbering after the
+            # last. PostgreSQL: an advisory transaction lock. SQLite: the UPDATE comes first and
+            # takes the database's write lock before the newest version is read.
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(sql_text(f"SELECT pg_advisory_xact_lock({_PG_STORE_LOCK})"))
             session.execute(update(RuleVersionRow).values(active=False))
+            latest = session.exec(select(func.max(RuleVersionRow.version))).one()
             row = RuleVersionRow(
                 version=(latest or 0) + 1,
                 checksum=checksum,

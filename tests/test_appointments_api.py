@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -524,3 +525,42 @@ def test_the_service_loads_cp_sat_only_when_warmed_or_reordering() -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_two_replicas_on_postgresql_never_book_more_seats_than_a_slot_has(
+    postgres_url: str, tmp_path: Path, acd_headers: dict[str, str], fake_clock: FakeClock
+) -> None:
+    """Each replica serialises its own bookings; the database lock serialises the replicas'."""
+    schema = f"skillroute_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(libpq_url(postgres_url), autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        settings = make_settings(
+            tmp_path,
+            database_url=with_search_path(postgres_url, schema),
+            rules_file=rules_with(tmp_path, CALENDAR),
+        )
+        with serve(settings) as first, serve(settings) as second:
+            # One slot (09:00-09:30): 4 agents, 1 seat reserved for the fast lane, 3 to sell.
+            requests = [body(f"race-{n}", not_after=MONDAY_0930) for n in range(16)]
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                statuses = list(
+                    pool.map(
+                        lambda n: (
+                            (first, second)[n % 2]
+                            .post("/v1/appointments", json=requests[n], headers=acd_headers)
+                            .status_code
+                        ),
+                        range(len(requests)),
+                    )
+                )
+            assert statuses.count(201) == 3, statuses
+            assert all(400 <= status < 500 for status in statuses if status != 201), statuses
+            booked = [
+                first.get(f"/v1/appointments/race-{n}", headers=acd_headers).status_code
+                for n in range(len(requests))
+            ]
+            assert booked.count(200) == 3
+    finally:
+        with psycopg.connect(libpq_url(postgres_url), autocommit=True) as connection:
+            connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

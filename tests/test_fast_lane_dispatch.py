@@ -45,6 +45,18 @@ class FastLaneCustomers:
     def release(self, pass_id: str, contact_id: str) -> None:
         pass
 
+    async def take(self, customer_id: str, contact_id: str, now: float) -> str | None:
+        return self.fast_lane_pass(customer_id, now)  # a subscription: never held by one
+
+    async def let_go(self, pass_id: str, contact_id: str) -> None:
+        pass
+
+    async def settle_answered(self, now: float) -> int:
+        return 0
+
+    async def restore_holds(self) -> int:
+        return 0
+
     async def consume(self, pass_id: str, contact_id: str, *, now: float) -> None:
         self.consumed.append((pass_id, contact_id))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -57,11 +58,13 @@ def test_two_replicas_sharing_redis_share_one_limit_per_key(
     tmp_path: Path, fake_clock: FakeClock, admin_headers: dict[str, str], redis_url: str
 ) -> None:
     redis.Redis.from_url(redis_url).flushdb()
+    # One deployment: the same Redis and key prefix.
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
     first: Settings = make_settings(
-        tmp_path / "a", rate_limit_admin="5/minute", redis_url=redis_url
+        tmp_path / "a", rate_limit_admin="5/minute", redis_url=redis_url, redis_prefix=prefix
     )
     second: Settings = make_settings(
-        tmp_path / "b", rate_limit_admin="5/minute", redis_url=redis_url
+        tmp_path / "b", rate_limit_admin="5/minute", redis_url=redis_url, redis_prefix=prefix
     )
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

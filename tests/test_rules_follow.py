@@ -4,10 +4,25 @@ becomes active on the other within about a second, and re-matches its waiting co
 from __future__ import annotations
 
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from service.settings import DEMO_RULES
-from tests.conftest import ADMIN_KEY, agent, contact, make_settings, put_agents, route, serve
+from tests.conftest import (
+    ADMIN_KEY,
+    agent,
+    contact,
+    libpq_url,
+    make_settings,
+    put_agents,
+    route,
+    serve,
+    with_search_path,
+)
 from tests.test_service_lifecycle import wait_until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/yaml"}
@@ -83,3 +98,41 @@ def test_a_replica_takes_a_stored_version_only_once_its_own_contacts_allow_it(
         assert wait_until(
             lambda: two.get("/v1/rules", headers=ADMIN).json()["version"] == 2, timeout=5
         )
+
+
+def _concurrent_puts(tmp_path: Path, database_url: str) -> None:
+    """Two replicas store rules at the same moment: every PUT a version, one active."""
+    with serve(make_settings(tmp_path, database_url=database_url)) as first:
+        assert first.get("/v1/rules", headers=ADMIN).json()["version"] == 1
+    settings = make_settings(tmp_path, database_url=database_url, rules_file=None)
+    with serve(settings) as one, serve(settings) as two:
+        texts = [DEMO_TEXT + f"\n# change {n}\n" for n in range(12)]
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            answers = list(
+                pool.map(
+                    lambda n: (one, two)[n % 2].put("/v1/rules", content=texts[n], headers=ADMIN),
+                    range(len(texts)),
+                )
+            )
+        assert [a.status_code for a in answers] == [200] * len(texts), [a.text for a in answers]
+        versions = sorted(a.json()["version"] for a in answers)
+        assert versions == list(range(2, 2 + len(texts)))
+        stored = one.get("/v1/rules/versions?limit=100", headers=ADMIN).json()["items"]
+        assert [v["version"] for v in stored if v["active"]] == [max(versions)]
+
+
+def test_rules_stored_at_once_by_two_replicas_get_distinct_versions_and_one_is_active(
+    tmp_path: Path,
+) -> None:
+    _concurrent_puts(tmp_path, f"sqlite:///{tmp_path / 'shared.db'}")
+
+
+def test_the_same_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    schema = f"skillroute_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(libpq_url(postgres_url), autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        _concurrent_puts(tmp_path, with_search_path(postgres_url, schema))
+    finally:
+        with psycopg.connect(libpq_url(postgres_url), autocommit=True) as connection:
+            connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

@@ -369,7 +369,7 @@ def test_validation_compilation_and_lint_of_put_and_validate_run_off_the_event_l
 
 
 # ---- CLI -----------------------------------------------------------------------------------
-def test_serve_refuses_more_than_one_worker_with_exit_code_2(
+def test_serve_refuses_more_than_one_worker_without_shared_state_with_exit_code_2(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import uvicorn
@@ -377,15 +377,25 @@ def test_serve_refuses_more_than_one_worker_with_exit_code_2(
     started: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: started.append(kwargs))
     monkeypatch.setenv("SKILLROUTE_DEMO", "true")
+    monkeypatch.delenv("SKILLROUTE_REDIS_URL", raising=False)
+    monkeypatch.delenv("SKILLROUTE_DATABASE_URL", raising=False)
     result = CliRunner().invoke(cli, ["serve", "--workers", "4"])
     assert result.exit_code == 2, result.output
     assert started == []
     assert "--workers 4" in result.stderr
-    assert "Redis state backend" in result.stderr
+    assert "SKILLROUTE_REDIS_URL" in result.stderr
+
+    # Redis without PostgreSQL is refused too: SQLite takes one writer at a time.
+    monkeypatch.setenv("SKILLROUTE_REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert CliRunner().invoke(cli, ["serve", "--workers", "4"]).exit_code == 2
+    assert started == []
 
     one = CliRunner().invoke(cli, ["serve", "--workers", "1"])
     assert one.exit_code == 0, one.output
-    assert [call["workers"] for call in started] == [1]
+    monkeypatch.setenv("SKILLROUTE_DATABASE_URL", "postgresql://db.example/skillroute")
+    four = CliRunner().invoke(cli, ["serve", "--workers", "4"])
+    assert four.exit_code == 0, four.output
+    assert [call["workers"] for call in started] == [1, 4]
 
 
 @pytest.mark.parametrize(

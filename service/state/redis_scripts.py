@@ -143,12 +143,17 @@ end
 return 1
 """
 
-# KEYS: profiles, status, since, idle, cap, profile_version
+# A new agent joins the end of `agent_order` (the floor's order, which breaks ties as the
+# in-process backend's insertion order does).
+# KEYS: profiles, status, since, idle, cap, profile_version, agent_order
 # ARGV: agent_id, profile_json, status, status_since, then pairs (agent+US+channel, capacity)
 #       for every channel of the new profile, then "--", then the old profile's cap fields
 PUT_AGENT = """
 local agent = ARGV[1]
 local previous = redis.call('HGET', KEYS[2], agent)
+if redis.call('HEXISTS', KEYS[1], agent) == 0 then
+  redis.call('ZADD', KEYS[7], redis.call('ZCARD', KEYS[7]), agent)
+end
 redis.call('HSET', KEYS[1], agent, ARGV[2])
 if previous ~= ARGV[3] then
   redis.call('HSET', KEYS[2], agent, ARGV[3])

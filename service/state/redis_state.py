@@ -136,7 +136,9 @@ class RedisState(RealtimeState):
         args.append("--")
         args += [_field(agent.agent_id, c) for c in old_channels - set(agent.capacity)]
         await self._run(
-            "PUT_AGENT", ["profiles", "status", "since", "idle", "cap", "profile_version"], args
+            "PUT_AGENT",
+            ["profiles", "status", "since", "idle", "cap", "profile_version", "agent_order"],
+            args,
         )
 
     async def _profiles(self) -> None:
@@ -145,8 +147,11 @@ class RedisState(RealtimeState):
         if version == self._profiles_at:
             return
         raw = {_s(k): v for k, v in (await self._r.hgetall(self.key("profiles"))).items()}
+        order = [
+            _s(k) for k in cast(list[bytes], await self._r.zrange(self.key("agent_order"), 0, -1))
+        ]
         rules = self._rules
-        ids = sorted(raw)
+        ids = [a for a in order if a in raw] + sorted(set(raw) - set(order))
         skills = np.zeros((len(ids), len(rules.skills)), dtype=np.float32, order="F")
         languages = np.zeros((len(ids), len(rules.languages)), dtype=np.bool_, order="F")
         records = {}

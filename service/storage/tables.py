@@ -30,6 +30,8 @@ class ContactRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_contacts_status", "status"),
         Index("ix_contacts_created_at", "created_at"),  # reports select by offered time
+        # The share cap's window of answered contacts, re-read every few seconds by replicas.
+        Index("ix_contacts_connected_at", "connected_at"),
     )
 
     contact_id: str = Field(primary_key=True, max_length=128)

@@ -1,4 +1,4 @@
-"""contact revision: the newest change of a contact wins across replicas' write batches
+"""contact revision (the newest change wins across replicas' batches), connected_at index
 
 Revision ID: 0004
 Revises: 0003
@@ -20,9 +20,11 @@ def upgrade() -> None:
     """Apply this migration."""
     with op.batch_alter_table("contacts") as batch_op:
         batch_op.add_column(sa.Column("revision", sa.Integer(), nullable=False, server_default="0"))
+        batch_op.create_index("ix_contacts_connected_at", ["connected_at"], unique=False)
 
 
 def downgrade() -> None:
     """Revert this migration."""
     with op.batch_alter_table("contacts") as batch_op:
+        batch_op.drop_index("ix_contacts_connected_at")
         batch_op.drop_column("revision")
