@@ -10,9 +10,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_PROJECT_ENVIRONMENT=/opt/skillroute
 RUN pip install uv==0.13.9
 WORKDIR /src
-# Dependencies first (cached while only the code changes), then the project itself.
-COPY pyproject.toml uv.lock README.md ./
+# Dependencies first (cached while only the code or the docs change), then the project itself
+# (README.md is its package description, so it comes with the code).
+COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project
+COPY README.md ./
 COPY routing_rules ./routing_rules
 COPY sla ./sla
 COPY simulator ./simulator
@@ -31,6 +33,9 @@ COPY --from=build /opt/skillroute /opt/skillroute
 USER skillroute
 WORKDIR /var/lib/skillroute
 EXPOSE 8000
+# Liveness (/healthz): the process answers. Readiness (/readyz: database, Redis and the shared
+# state usable) is for load balancers and start order; compose.yaml checks it instead. Python,
+# because the slim image has no curl.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"]
 CMD ["skillroute", "serve"]

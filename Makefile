@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install run test test-postgres lint format bench bench-dispatch bench-route bench-reorder bench-passes bench-simulate clean
+.PHONY: install run test test-postgres test-redis lint format bench bench-dispatch bench-route bench-replicas bench-reorder bench-passes bench-simulate clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -23,15 +23,23 @@ install: $(VENV)/.synced ## Create .venv from uv.lock (dev tools included)
 run: install ## Serve on 127.0.0.1:8000 with demo rules, agents and API keys
 	SKILLROUTE_DEMO=$${SKILLROUTE_DEMO:-true} $(BIN)/skillroute serve
 
-test: install ## The whole test suite; with SKILLROUTE_TEST_DATABASE_URL set, again on PostgreSQL
+test: install ## The whole test suite; with the test URLs set, again on PostgreSQL and on Redis
 	$(BIN)/pytest
 	@if [ -n "$${SKILLROUTE_TEST_DATABASE_URL:-}" ]; then \
 		echo "again with every test app on PostgreSQL ($${SKILLROUTE_TEST_DATABASE_URL})"; \
 		$(MAKE) --no-print-directory test-postgres; \
 	fi
+	@if [ -n "$${SKILLROUTE_TEST_REDIS_URL:-}" ]; then \
+		echo "again with every test app's real-time state in Redis ($${SKILLROUTE_TEST_REDIS_URL})"; \
+		$(MAKE) --no-print-directory test-redis; \
+	fi
 
 test-postgres: install ## Every test app on PostgreSQL (SKILLROUTE_TEST_DATABASE_URL) instead of SQLite
 	SKILLROUTE_TEST_ALL_ON_POSTGRES="$${SKILLROUTE_TEST_DATABASE_URL:?set SKILLROUTE_TEST_DATABASE_URL}" \
+		$(BIN)/pytest -m "not slow"
+
+test-redis: install ## Every test app's real-time state, contacts and locks in Redis (as replicas)
+	SKILLROUTE_TEST_ALL_ON_REDIS="$${SKILLROUTE_TEST_REDIS_URL:?set SKILLROUTE_TEST_REDIS_URL}" \
 		$(BIN)/pytest -m "not slow"
 
 lint: install ## ruff, formatting and mypy
@@ -43,13 +51,16 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-dispatch bench-route bench-reorder bench-passes bench-simulate ## All benchmarks (prints the figures the README quotes)
+bench: bench-dispatch bench-route bench-replicas bench-reorder bench-passes bench-simulate ## All benchmarks (prints the figures the README quotes)
 
 bench-dispatch: install
 	$(BIN)/python -m bench.bench_dispatch
 
 bench-route: install
 	$(BIN)/python -m bench.bench_route
+
+bench-replicas: install
+	$(BIN)/python -m bench.bench_replicas
 
 bench-reorder: install
 	$(BIN)/python -m bench.bench_reorder

@@ -260,12 +260,32 @@ class RulesStore:
     def _store(self, text: str, *, checksum: str, origin: str, author: str) -> RuleVersionRow:
         with Session(self._engine) as session:
             # Replicas may store at the same moment: one at a time, each numbering after the
-            # last. PostgreSQL: an advisory transaction lock. SQLite: the UPDATE comes first and
+            # last. PostgreSQL: an advisory transaction lock. SQLite: a write statement first
             # takes the database's write lock before the newest version is read.
             if session.get_bind().dialect.name == "postgresql":
                 session.execute(sql_text(f"SELECT pg_advisory_xact_lock({_PG_STORE_LOCK})"))
+            else:
+                session.execute(
+                    update(RuleVersionRow)
+                    .where(col(RuleVersionRow.version) == -1)
+                    .values(active=False)
+                )
+            newest = session.exec(
+                select(RuleVersionRow).order_by(col(RuleVersionRow.version).desc()).limit(1)
+            ).first()
+            if (
+                origin == FILE_ORIGIN
+                and newest is not None
+                and newest.active
+                and (newest.origin, newest.checksum) == (origin, checksum)
+            ):
+                # Every replica watches the file: the edit another replica stored just now is
+                # that version, not one more of the same text.
+                session.expunge(newest)
+                session.rollback()
+                return newest
             session.execute(update(RuleVersionRow).values(active=False))
-            latest = session.exec(select(func.max(RuleVersionRow.version))).one()
+            latest = None if newest is None else newest.version
             row = RuleVersionRow(
                 version=(latest or 0) + 1,
                 checksum=checksum,

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 import psycopg
 import pytest
+import redis
 import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -80,7 +81,10 @@ def demo_rules_with(extra_yaml: str = "") -> str:
 # With this set to a PostgreSQL URL, every test app runs on PostgreSQL instead of SQLite (each
 # in a schema of its own, dropped at the end of the session): `make test-postgres`.
 ALL_ON_POSTGRES_ENV = "SKILLROUTE_TEST_ALL_ON_POSTGRES"
+# With this set to a Redis URL, every test app keeps its real-time state, live contacts and
+# locks in Redis, as replicas do (each under a key prefix of its own): `make test-redis`.
 ALL_ON_REDIS_ENV = "SKILLROUTE_TEST_ALL_ON_REDIS"
+_prefixes_made: list[str] = []
 _schemas_made: list[str] = []
 
 
@@ -121,9 +125,11 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "rate_limit_billing": "100000/second",
     }
     if os.environ.get(ALL_ON_REDIS_ENV) and "redis_url" not in overrides:
-        # Every test app on the shared Redis state (as several replicas would run).
+        # Every test app on the shared Redis state (as several replicas would run), in a key
+        # namespace of its own (deleted at the end of the session).
         values["redis_url"] = os.environ[ALL_ON_REDIS_ENV]
         values["redis_prefix"] = f"test-{uuid.uuid4().hex[:12]}"
+        _prefixes_made.append(values["redis_prefix"])
     if overrides.get("redis_url") and "redis_prefix" not in overrides:
         # A Redis test app shares nothing with another test's (their own key namespace).
         values["redis_prefix"] = f"test-{uuid.uuid4().hex[:12]}"
@@ -332,6 +338,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 connection.execute(
                     psql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psql.Identifier(schema))
                 )
+    redis_url = os.environ.get(ALL_ON_REDIS_ENV, "")
+    if redis_url and _prefixes_made:
+        client = redis.Redis.from_url(redis_url)
+        for prefix in _prefixes_made:
+            for pattern in (f"{{{prefix}}}:*", f"{prefix}-rate*"):
+                keys = list(client.scan_iter(match=pattern, count=1000))
+                for start in range(0, len(keys), 1000):
+                    client.delete(*keys[start : start + 1000])
+        client.close()
     if IN_CI and _skipped_integration and exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

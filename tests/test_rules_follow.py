@@ -136,3 +136,24 @@ def test_the_same_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
     finally:
         with psycopg.connect(libpq_url(postgres_url), autocommit=True) as connection:
             connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_an_edit_of_the_file_both_replicas_watch_is_stored_once(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(DEMO_TEXT, encoding="utf-8")
+    settings = make_settings(
+        tmp_path, database_url=f"sqlite:///{tmp_path / 'shared.db'}", rules_file=rules
+    )
+    with serve(settings, run_background=True) as one, serve(settings, run_background=True) as two:
+        rules.write_text(DEMO_TEXT + "\n# edited\n", encoding="utf-8")
+        assert wait_until(
+            lambda: all(
+                c.get("/v1/rules", headers=ADMIN).json()["source"].endswith("# edited\n")
+                for c in (one, two)
+            ),
+            timeout=10,
+        )
+        time.sleep(1.5)  # both watchers have woken by now
+        stored = one.get("/v1/rules/versions?limit=100", headers=ADMIN).json()["items"]
+        assert [v["version"] for v in stored] == [2, 1]
+        assert {c.get("/v1/rules", headers=ADMIN).json()["version"] for c in (one, two)} == {2}
