@@ -91,9 +91,21 @@ class TooManyRequests(Problem):
 
 
 class Unavailable(Problem):
-    """A dependency is down; nothing was changed."""
+    """A dependency is down, or the state is being rebuilt; nothing was changed.
+
+    Always with `Retry-After` (5 s unless the raiser says otherwise).
+    """
 
     status, title, slug = 503, "Service unavailable", "unavailable"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail, errors=errors, headers={"Retry-After": "5", **(headers or {})})
 
 
 def problem_response(

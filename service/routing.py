@@ -391,7 +391,18 @@ class RoutingService:
                 continue
             async with lock:
                 contact = await self._fresh(contact_id)
+                offer = placement.reservation
+                if await self.state.reservation(offer.reservation_id) is None:
+                    # Ended before it could be recorded (the agent went on break, the contact
+                    # was abandoned): nothing to record, the slot is free again.
+                    continue
                 if contact is None or contact.status != "queued":
+                    # Not a contact this offer can belong to (gone, or recorded with another
+                    # offer): end it, so that it holds no agent's slot until it expires.
+                    await self.state.end_reservation(
+                        offer.reservation_id, keep_load=False, now=clock.now()
+                    )
+                    log.warning("dispatch.offer_dropped", contact_id=contact_id)
                     continue
                 now = clock.now()
                 decision = self._placed(rules, contact, placement, trigger=trigger, now=now)

@@ -6,7 +6,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 
 from service.settings import Settings
 from tests.conftest import FakeClock, make_settings, serve
@@ -57,7 +56,6 @@ def test_a_rate_limit_store_that_is_down_lets_requests_through(
 def test_two_replicas_sharing_redis_share_one_limit_per_key(
     tmp_path: Path, fake_clock: FakeClock, admin_headers: dict[str, str], redis_url: str
 ) -> None:
-    redis.Redis.from_url(redis_url).flushdb()
     # One deployment: the same Redis and key prefix.
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     first: Settings = make_settings(

@@ -276,3 +276,83 @@ async def test_a_profile_change_on_one_replica_reaches_the_other(
         AgentRecord("ann", "Ann", {"billing": 5}, ["en"], {"chat": 2}, "available", 0.0)
     )
     assert await two.free_slots("voice") == 0 and await two.free_slots("chat") == 2
+
+
+async def test_the_redis_channel_indexes_agree_with_the_in_process_state_after_any_changes(
+    redis_url: str,
+) -> None:
+    """Random presence, capacity and load changes applied to both backends: the same pools.
+
+    The Redis backend answers `pool`, `free_slots` and `staffed` from per-channel indexes that
+    every script keeps; the in-process backend computes them from the agents each time.
+    """
+    import random
+
+    compiled = rules()
+    memory = MemoryState(compiled)
+    client = Redis.from_url(redis_url)
+    shared = RedisState(client, compiled, prefix=f"test-{uuid.uuid4().hex}")
+    both: list[RealtimeState] = [memory, shared]
+    draw = random.Random(7)
+    agents = [f"a{n}" for n in range(6)]
+    channels = ["voice", "chat", "email"]
+    statuses = ["available", "break", "busy", "available"]
+    offers: list[Reservation] = []
+    connected: list[tuple[str, str]] = []
+    waiting = 0
+    try:
+        for step in range(400):
+            now = 1000.0 + step
+            move = draw.random()
+            agent_id = draw.choice(agents)
+            if move < 0.2:
+                capacity = {
+                    c: draw.randint(0, 3) for c in draw.sample(channels, draw.randint(1, 3))
+                }
+                record = AgentRecord(
+                    agent_id, agent_id, {"billing": 3}, ["en"], capacity, draw.choice(statuses), now
+                )
+                for state in both:
+                    await state.put_agent(record)
+            elif move < 0.4:
+                status = draw.choice(statuses)
+                results = [await state.set_status(agent_id, status, now) for state in both]
+                assert results[0] == results[1]
+            elif move < 0.65:
+                channel = draw.choice(channels)
+                waiting += 1
+                item = entry(f"c{waiting}", now, channel=channel)
+                reservation = Reservation(
+                    f"r{waiting}", item.contact_id, agent_id, channel, now, now + 20
+                )
+                claimed = []
+                for state in both:
+                    await state.add_waiting(item)
+                    claimed.append(await state.claim(item, reservation))
+                assert claimed[0] == claimed[1], step
+                if claimed[0]:
+                    offers.append(reservation)
+            elif move < 0.85 and offers:
+                offer = offers.pop(draw.randrange(len(offers)))
+                keep = draw.random() < 0.5
+                for state in both:
+                    await state.end_reservation(offer.reservation_id, keep_load=keep, now=now)
+                if keep:
+                    connected.append((offer.agent_id, offer.channel))
+            elif connected:
+                agent_id, channel = connected.pop(draw.randrange(len(connected)))
+                for state in both:
+                    await state.release(agent_id, channel, now)
+            for channel in channels:
+                pools = [await state.pool(channel, now) for state in both]
+                c = compiled.channels.index(channel)
+                frees = [
+                    {str(a): int(f) for a, f in zip(p.ids, p.free[:, c], strict=True) if f}
+                    for p in pools
+                ]
+                assert frees[0] == frees[1], (step, channel)
+                assert await memory.free_slots(channel) == await shared.free_slots(channel)
+                assert await memory.staffed(channel) == await shared.staffed(channel)
+    finally:
+        await shared.clear()
+        await client.aclose()

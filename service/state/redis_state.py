@@ -83,6 +83,7 @@ class RedisState(RealtimeState):
                 "END_RESERVATION",
                 "SET_STATUS",
                 "PUT_AGENT",
+                "ADD_LOAD",
             )
         }
         # Profiles as arrays, valid for `_profiles_at` (the shared profile version).
@@ -92,6 +93,7 @@ class RedisState(RealtimeState):
         self._skills = np.zeros((0, len(rules.skills)), dtype=np.float32)
         self._languages = np.zeros((0, len(rules.languages)), dtype=np.bool_)
         self._records: dict[str, AgentRecord] = {}
+        self._rows: dict[str, int] = {}
         self._local_version = next(_PROFILE_VERSIONS)
 
     def key(self, name: str) -> str:
@@ -135,6 +137,7 @@ class RedisState(RealtimeState):
             args += [_field(agent.agent_id, channel), capacity]
         args.append("--")
         args += [_field(agent.agent_id, c) for c in old_channels - set(agent.capacity)]
+        args += ["--", self._k]
         await self._run(
             "PUT_AGENT",
             ["profiles", "status", "since", "idle", "cap", "profile_version", "agent_order"],
@@ -167,6 +170,7 @@ class RedisState(RealtimeState):
                 profile["capacity"],
             )
         self._ids, self._skills, self._languages, self._records = ids, skills, languages, records
+        self._rows = {agent_id: row for row, agent_id in enumerate(ids)}
         self._id_array = np.empty(len(ids), dtype=object)
         self._id_array[:] = ids
         self._profiles_at = version
@@ -186,19 +190,21 @@ class RedisState(RealtimeState):
         )
 
     async def get_agent(self, agent_id: str) -> AgentRecord | None:
-        """One agent's profile and presence."""
-        await self._profiles()
-        record = self._records.get(agent_id)
-        if record is None:
+        """One agent's profile and presence (read directly: no profile reload)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hget(self.key("profiles"), agent_id)
+        pipe.hget(self.key("status"), agent_id)
+        pipe.hget(self.key("since"), agent_id)
+        raw, status, since = await pipe.execute()
+        if raw is None:
             return None
-        status = await self._r.hget(self.key("status"), agent_id)
-        since = await self._r.hget(self.key("since"), agent_id)
+        profile = json.loads(raw)
         return AgentRecord(
-            record.agent_id,
-            record.name,
-            record.skills,
-            record.languages,
-            record.capacity,
+            agent_id,
+            profile["name"],
+            profile["skills"],
+            profile["languages"],
+            profile["capacity"],
             _s(status) if status else "offline",  # type: ignore[arg-type]
             float(since or 0.0),
         )
@@ -223,7 +229,9 @@ class RedisState(RealtimeState):
     async def set_status(self, agent_id: str, status: AgentStatus, at: float) -> bool:
         """Change an agent's presence; False if the agent is unknown."""
         done = await self._run(
-            "SET_STATUS", ["status", "since", "idle", "busy"], [agent_id, status, repr(at)]
+            "SET_STATUS",
+            ["status", "since", "idle", "busy", "profiles"],
+            [agent_id, status, repr(at), self._k],
         )
         return bool(done)
 
@@ -234,47 +242,44 @@ class RedisState(RealtimeState):
         return {c: int(v) for c, v in zip(channels, values, strict=True) if v and int(v)}
 
     async def pool(self, channel: str, now: float) -> AgentPool:
-        """Every agent as arrays; `free` is 0 where the agent cannot take a contact now."""
-        await self._profiles()
-        status, _, idle = await self._presence()
-        channels = self._rules.channels
-        fields = [_field(a, c) for a in self._ids for c in channels]
+        """Every agent as arrays; `free` is set on `channel` only (the other channels read 0).
+
+        Only the agents that can take a contact on the channel now are read (the channel's
+        `free:` index), so a busy floor costs little however many agents it has.
+        """
         pipe = self._r.pipeline(transaction=False)
-        pipe.hmget(self.key("cap"), fields)
-        pipe.hmget(self.key("load"), fields)
-        caps, loads = await pipe.execute() if fields else ([], [])
-        shape = (len(self._ids), len(channels))
-        capacity = np.array([int(v or 0) for v in caps], dtype=np.int32).reshape(shape)
-        load = np.array([int(v or 0) for v in loads], dtype=np.int32).reshape(shape)
-        available = np.array([status.get(a) == "available" for a in self._ids], dtype=np.bool_)
-        free = np.where(available[:, None], np.maximum(capacity - load, 0), 0).astype(np.int32)
-        idle_since = np.array([idle.get(a, now) for a in self._ids], dtype=np.float64)
+        pipe.get(self.key("profile_version"))
+        pipe.hgetall(self.key(f"free:{channel}"))
+        version, free_raw = await pipe.execute()
+        if int(version or 0) != self._profiles_at:
+            await self._profiles()
+        rows = self._rows
+        c = self._rules.channels.index(channel)
+        free = np.zeros((len(self._ids), len(self._rules.channels)), dtype=np.int32, order="F")
+        idle_since = np.full(len(self._ids), now, dtype=np.float64)
+        for name, value in free_raw.items():
+            row = rows.get(name.decode())
+            if row is not None:
+                slots, _, since = value.partition(b":")
+                free[row, c] = int(slots)
+                idle_since[row] = float(since)
         return AgentPool(
             ids=self._id_array,
             skills=self._skills,
             languages=self._languages,
-            free=np.asfortranarray(free),
+            free=free,
             idle_seconds=now - idle_since,
             profile_version=self._local_version,
         )
 
     async def free_slots(self, channel: str) -> int:
         """Total free capacity on `channel` across available agents."""
-        pool = await self.pool(channel, 0.0)
-        return int(pool.free[:, self._rules.channels.index(channel)].sum())
+        values = cast(list[bytes], await self._r.hvals(self.key(f"free:{channel}")))
+        return sum(int(value.partition(b":")[0]) for value in values)
 
     async def staffed(self, channel: str) -> int:
         """Number of available agents that can take `channel` at all."""
-        await self._profiles()
-        if not self._ids:
-            return 0
-        status, _, _ = await self._presence()
-        caps = await self._r.hmget(self.key("cap"), [_field(a, channel) for a in self._ids])
-        return sum(
-            1
-            for agent_id, cap in zip(self._ids, caps, strict=True)
-            if cap and int(cap) > 0 and status.get(agent_id) == "available"
-        )
+        return int(await self._r.scard(self.key(f"staffed:{channel}")))
 
     # ---- waiting set ------------------------------------------------------------------------
     def _queue_keys(self, channel: str) -> list[str]:
@@ -372,6 +377,8 @@ class RedisState(RealtimeState):
                 _reservation_json(reservation),
                 repr(reservation.expires_at),
                 repr(reservation.created_at),
+                reservation.channel,
+                self._k,
             ],
         )
         return bool(claimed)
@@ -405,6 +412,8 @@ class RedisState(RealtimeState):
                 found.agent_id,
                 _field(found.agent_id, found.channel),
                 repr(now),
+                found.channel,
+                self._k,
             ],
         )
         return None if raw is None else _reservation_from_json(raw)
@@ -419,15 +428,16 @@ class RedisState(RealtimeState):
 
     async def add_load(self, agent_id: str, channel: str) -> None:
         """Count one more connected contact on an agent (recovery after restart)."""
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hincrby(self.key("load"), _field(agent_id, channel), 1)
-        pipe.hincrby(self.key("busy"), agent_id, 1)
-        await pipe.execute()
+        await self._run(
+            "ADD_LOAD", ["load", "busy"], [agent_id, _field(agent_id, channel), channel, self._k]
+        )
 
     async def release(self, agent_id: str, channel: str, now: float) -> None:
         """Free one slot of an agent (a connected contact ended)."""
         await self._run(
-            "RELEASE", ["load", "busy", "idle"], [agent_id, _field(agent_id, channel), repr(now)]
+            "RELEASE",
+            ["load", "busy", "idle"],
+            [agent_id, _field(agent_id, channel), repr(now), channel, self._k],
         )
 
     async def clear(self) -> None:
