@@ -53,7 +53,6 @@ from service.state.redis_holds import SharedHolds
 from service.state.redis_state import RedisState
 from service.storage.db import make_engine, upgrade
 from service.storage.writer import BatchWriter
-from service.vocabulary import dropped_in_use
 from simulator.service import SimulationWorker
 
 log = structlog.get_logger(__name__)
@@ -221,7 +220,7 @@ async def _start(app: FastAPI, settings: Settings) -> None:
     )
     desk = AgentDesk(routing, engine)
     store.subscribe(routing.on_rules_changed)
-    store.add_veto(lambda rules: dropped_in_use(routing.active_contacts(), rules))
+    store.add_veto(routing.dropped_in_use)
     app.state.engine, app.state.rules, app.state.state = engine, store, state
     app.state.writer, app.state.dispatcher = writer, dispatcher
     app.state.routing, app.state.agents = routing, desk

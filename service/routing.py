@@ -37,7 +37,7 @@ from service.state.records import Reservation, WaitingEntry
 from service.state.redis_contacts import ContactBusy, ContactLock, SharedContacts, StateLost
 from service.storage.archive import ContactArchive
 from service.storage.writer import BatchWriter
-from service.vocabulary import check_contact
+from service.vocabulary import check_contact, dropped_in_use, dropped_in_use_by
 from sla.config import Tier
 from sla.precedence import ShareLedger
 
@@ -86,9 +86,6 @@ class RoutingService:
         self.sla_watch = SlaWatch(
             writer, None if shared is None else (shared.client, shared.key("sla_due"))
         )
-        # Active contacts of every replica as of the last tick (the rules veto reads it).
-        self._active_snapshot: list[ContactState] = []
-        self._snapshot_at = float("-inf")
         self._shared_books_at = clock.now()  # the ledger and settlements were loaded at start
         # With shared state: watches Redis and rebuilds it from the database when it is lost.
         self.keeper: RealtimeKeeper | None = None
@@ -105,12 +102,8 @@ class RoutingService:
             return _NO_LOCK
         try:
             return await self.shared.lock(contact_id)
-        except StateLost:
-            raise Unavailable(
-                "the shared real-time state is being rebuilt from the database; retry shortly"
-            ) from None
-        except ContactBusy as exc:
-            raise Unavailable(f"{exc}; retry shortly") from None
+        except (StateLost, ContactBusy) as exc:
+            raise _unavailable(exc) from None
 
     async def _fresh(self, contact_id: str) -> ContactState | None:
         """The contact's live record as it is now (shared: read from Redis)."""
@@ -118,22 +111,18 @@ class RoutingService:
             return self.contacts.get(contact_id)
         return await self.shared.get(contact_id)
 
-    async def _save(self, contact: ContactState, now: float) -> None:
-        """Store a changed live record where every replica reads it (and in the database)."""
+    async def _save(
+        self, contact: ContactState, now: float, *, release: ContactLockLike | None = None
+    ) -> None:
+        """Store a changed live record where every replica reads it (and in the database).
+
+        `release`: the contact's lock, given back with the same round trip.
+        """
         contact.revision += 1
         self.writer.put_contact(contact.to_row())
         if self.shared is not None:
-            await self.shared.save(contact, now=now)
-
-    async def _existing(self, contact_id: str) -> ContactState | None:
-        """A contact routed before: live, or ended and only in the database."""
-        if self.shared is None:
-            return self.contacts.get(contact_id) or await self._load(contact_id)
-        record, known = await self.shared.lookup(contact_id)
-        if record is not None or not known:
-            return record
-        row = await asyncio.to_thread(self.archive.contact, contact_id)
-        return None if row is None else ContactState.from_row(row)
+            held = release if isinstance(release, ContactLock) else None
+            await self.shared.save(contact, now=now, release=held)
 
     async def _await_decision(self, contact_id: str) -> dict[str, Any]:
         """The first decision of a contact whose route call is being answered elsewhere.
@@ -150,24 +139,44 @@ class RoutingService:
             await asyncio.sleep(0.005)
         raise Unavailable(f"the decision for contact {contact_id} is not ready yet; retry")
 
-    def active_contacts(self) -> list[ContactState]:
-        """Contacts queued, offered or connected (shared: every replica's, as of the last tick)."""
-        return self.contacts.active() if self.shared is None else self._active_snapshot
+    async def dropped_in_use(self, rules: CompiledRules) -> list[str]:
+        """Why `rules` cannot be activated: active contacts (of every replica) they would drop."""
+        if self.shared is None:
+            return dropped_in_use(self.contacts.active(), rules)
+        return dropped_in_use_by(await self.shared.active_uses(), rules)
 
     # ---- route ---------------------------------------------------------------------------
     async def route(self, body: ContactIn, raw: bytes) -> tuple[dict[str, Any], bool]:
         """Route a contact; a retry with the same contact_id replays the first decision."""
         request_hash = hashlib.sha256(raw).hexdigest()
-        lock = await self._lock(body.contact_id)
+        lock: ContactLockLike
+        if self.shared is None:
+            lock = _NO_LOCK
+            existing = self.contacts.get(body.contact_id) or await self._load(body.contact_id)
+        else:
+            try:
+                lock, existing, known = await self.shared.lock_and_lookup(body.contact_id)
+            except (StateLost, ContactBusy) as exc:
+                raise _unavailable(exc) from None
+            if existing is None and known:
+                try:
+                    row = await asyncio.to_thread(self.archive.contact, body.contact_id)
+                except BaseException:
+                    await lock.release()
+                    raise
+                existing = None if row is None else ContactState.from_row(row)
         try:
-            return await self._route(body, request_hash, lock)
+            return await self._route(body, request_hash, lock, existing)
         finally:
             await lock.release()
 
     async def _route(
-        self, body: ContactIn, request_hash: str, lock: ContactLockLike
+        self,
+        body: ContactIn,
+        request_hash: str,
+        lock: ContactLockLike,
+        existing: ContactState | None,
     ) -> tuple[dict[str, Any], bool]:
-        existing = await self._existing(body.contact_id)
         if existing is not None:
             if existing.request_hash != request_hash and existing.request != _request(body):
                 raise Conflict(
@@ -265,7 +274,7 @@ class RoutingService:
                 decision = await self._queued(rules, contact, now)
             if not claimed_elsewhere:
                 contact.first_decision = decision
-                await self._save(contact, now)
+                await self._save(contact, now, release=lock)
             in_flight.set_result(decision)
         except BaseException as exc:
             await self._forget(contact)
@@ -503,9 +512,6 @@ class RoutingService:
                 await self.state.waiting_count(channel)
             )
         self.contacts.evict(now)
-        if self.shared is not None and now - self._snapshot_at >= ACTIVE_SNAPSHOT_SECONDS:
-            self._snapshot_at = now
-            self._active_snapshot = await self.shared.active()
         if self.shared is not None and now - self._shared_books_at >= SHARED_BOOKS_SECONDS:
             self._shared_books_at = now
             await self._refresh_shared_books(now)
@@ -875,6 +881,14 @@ class RoutingService:
         self.dispatcher.ledger = ledger
 
 
+def _unavailable(exc: StateLost | ContactBusy) -> Unavailable:
+    if isinstance(exc, StateLost):
+        return Unavailable(
+            "the shared real-time state is being rebuilt from the database; retry shortly"
+        )
+    return Unavailable(f"{exc}; retry shortly")
+
+
 class _NoLock:
     """The lock of one process's own contacts: asyncio runs one change at a time anyway."""
 
@@ -891,7 +905,6 @@ class _NoLock:
 _NO_LOCK = _NoLock()
 ContactLockLike = ContactLock | _NoLock
 LOCK_WAIT_SECONDS = 5.0  # how long a call waits for a decision being recorded elsewhere
-ACTIVE_SNAPSHOT_SECONDS = 5.0
 SHARED_BOOKS_SECONDS = 10.0
 REDISPATCH_AFTER_LOST_CLAIMS = 2
 ABANDON_ATTEMPTS = 100  # 10 ms apart: a claim's record is written within milliseconds

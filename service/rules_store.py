@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ log = structlog.get_logger(__name__)
 
 OnChange = Callable[[CompiledRules], Awaitable[None]]
 # Reasons why live state cannot take these rules now (empty: no objection).
-Veto = Callable[[CompiledRules], list[str]]
+# Why rules cannot be activated now (empty: they can); may be a coroutine function.
+Veto = Callable[[CompiledRules], list[str] | Awaitable[list[str]]]
 FOLLOW_SECONDS = 1.0  # how soon a version stored by another replica becomes active here
 _PG_STORE_LOCK = 0x7275_6C65  # "rule": one rules store at a time across replicas
 FILE_ORIGIN = "file"
@@ -86,6 +88,13 @@ class RulesStore:
     def subscribe(self, callback: OnChange) -> None:
         """Call `callback` after each change of the active rules."""
         self._on_change.append(callback)
+
+    async def _veto_reasons(self, compiled: CompiledRules) -> list[str]:
+        reasons: list[str] = []
+        for veto in self._vetoes:
+            found = veto(compiled)
+            reasons += await found if inspect.isawaitable(found) else found
+        return reasons
 
     def add_veto(self, callback: Veto) -> None:
         """Ask `callback` before each change; any reason it returns refuses the new rules.
@@ -183,7 +192,7 @@ class RulesStore:
             candidate = await asyncio.to_thread(
                 self._prepare, text, file=origin, agent_skills=skills
             )
-            reasons = [reason for veto in self._vetoes for reason in veto(candidate.compiled)]
+            reasons = await self._veto_reasons(candidate.compiled)
             if reasons:
                 log.warning("rules.vetoed", origin=origin, author=author, reasons=reasons)
                 raise RulesInvalid(
@@ -228,7 +237,7 @@ class RulesStore:
                 return False
             # Checked against this process's live contacts too; refused, it is tried again each
             # second (and logged once) until they no longer use what it drops.
-            reasons = [reason for veto in self._vetoes for reason in veto(active.compiled)]
+            reasons = await self._veto_reasons(active.compiled)
             if reasons:
                 if self._vetoed_version != row.version:
                     self._vetoed_version = row.version

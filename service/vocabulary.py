@@ -79,11 +79,16 @@ def check_agent(rules: CompiledRules, body: AgentIn) -> None:
 
 def dropped_in_use(contacts: Iterable[ContactState], rules: CompiledRules) -> list[str]:
     """Why `rules` cannot be activated now: active contacts on channels/languages it drops."""
+    return dropped_in_use_by(((c.channel, c.request["language"]) for c in contacts), rules)
+
+
+def dropped_in_use_by(uses: Iterable[tuple[str, str]], rules: CompiledRules) -> list[str]:
+    """The same, from the (channel, language) of each active contact."""
     in_use: dict[tuple[str, str], int] = {}
-    for contact in contacts:
+    for channel, language in uses:
         for kind, value, known in (
-            ("channel", contact.channel, rules.channels),
-            ("language", contact.request["language"], rules.languages),
+            ("channel", channel, rules.channels),
+            ("language", language, rules.languages),
         ):
             if value not in known:
                 in_use[(kind, value)] = in_use.get((kind, value), 0) + 1

@@ -2,7 +2,8 @@
 
 With one process, a contact's record lives in that process (`service.contacts.ContactBook`).
 With several replicas any of them may take the next call for a contact, so the live record is
-shared: `c:<id>` holds it as JSON, `active` the ids of contacts not yet ended, `k:<id>` the
+shared: `c:<id>` holds it as JSON, `active` the contacts not yet ended (id -> channel and
+language, what a rules change must not drop), `k:<id>` the
 creation time of every contact seen within the idempotency window (so a retried route of a
 contact that ended long ago costs one database read, and a new contact costs none).
 
@@ -18,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
 
 from service.contacts import ContactState
-from service.state.redis_state import entry_from_json, entry_json
+from service.state.redis_state import US, entry_from_json, entry_json
 
 # KEYS: lock, epoch
 # ARGV: token, ttl ms, expected epoch
@@ -33,6 +34,15 @@ LOCK = """
 if redis.call('GET', KEYS[2]) ~= ARGV[3] then return -1 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
+"""
+
+# The same, and the contact's record and whether its id is known, in the same round trip.
+# KEYS: lock, epoch, record, known ; ARGV: token, ttl ms, expected epoch
+# -> {taken (as LOCK), record or false, 1 if the id is known}
+LOCK_AND_READ = """
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then return {-1, false, 0} end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, false, 0} end
+return {1, redis.call('GET', KEYS[3]), redis.call('EXISTS', KEYS[4])}
 """
 
 # KEYS: lock
@@ -67,6 +77,12 @@ class ContactLock:
             self._held = False
             await self._shared._unlock(keys=[self._key], args=[self._token])
 
+    async def release_in(self, pipe: Any) -> None:
+        """Give the lock back as the last command of `pipe` (saves a round trip)."""
+        if self._held:
+            self._held = False
+            await self._shared._unlock(keys=[self._key], args=[self._token], client=pipe)
+
     async def __aenter__(self) -> ContactLock:
         return self
 
@@ -90,6 +106,7 @@ class SharedContacts:
         self._memory = memory_seconds
         self._window = idempotency_window_seconds
         self._lock = client.register_script(LOCK)
+        self._lock_and_read = client.register_script(LOCK_AND_READ)
         self._unlock = client.register_script(UNLOCK)
         self.epoch = ""  # the state epoch this process works with ("" before the first build)
 
@@ -117,6 +134,28 @@ class SharedContacts:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.02)
 
+    async def lock_and_lookup(
+        self, contact_id: str, *, wait: float = LOCK_WAIT_SECONDS
+    ) -> tuple[ContactLock, ContactState | None, bool]:
+        """`lock`, then `lookup`, in one round trip when the lock is free."""
+        key = self.key(f"lock:{contact_id}")
+        keys = [key, self.key("epoch"), self.key(f"c:{contact_id}"), self.key(f"k:{contact_id}")]
+        token = secrets.token_hex(8)
+        taken, raw, known = await self._lock_and_read(
+            keys=keys, args=[token, LOCK_TTL_MS, self.epoch]
+        )
+        if taken == -1:
+            raise StateLost("the shared real-time state was lost or rebuilt")
+        if taken == 1:
+            return (
+                ContactLock(self, key, token),
+                (None if raw is None else decode(raw)),
+                bool(known),
+            )
+        lock = await self.lock(contact_id, wait=wait)
+        record, known_now = await self.lookup(contact_id)
+        return lock, record, known_now
+
     async def current_epoch(self) -> str | None:
         """The epoch stored in Redis (None: the state was never built or Redis lost it)."""
         raw = await self._r.get(self.key("epoch"))
@@ -133,17 +172,23 @@ class SharedContacts:
         raw, known = await self._r.mget([self.key(f"c:{contact_id}"), self.key(f"k:{contact_id}")])
         return (None if raw is None else decode(raw)), known is not None
 
-    async def save(self, contact: ContactState, *, now: float) -> None:
-        """Store the record; an ended contact's record expires after the memory time."""
+    async def save(
+        self, contact: ContactState, *, now: float, release: ContactLock | None = None
+    ) -> None:
+        """Store the record; an ended contact's record expires after the memory time.
+
+        `release`: give that lock back in the same round trip, once the record is stored.
+        """
         pipe = self._r.pipeline(transaction=True)
         key = self.key(f"c:{contact.contact_id}")
         body = encode(contact)
         if contact.ended_at is None:
             pipe.set(key, body)
-            pipe.sadd(self.key("active"), contact.contact_id)
+            use = f"{contact.channel}{US}{contact.request['language']}"
+            pipe.hset(self.key("active"), contact.contact_id, use)
         else:
             pipe.set(key, body, px=max(1, int(self._memory * 1000)))
-            pipe.srem(self.key("active"), contact.contact_id)
+            pipe.hdel(self.key("active"), contact.contact_id)
         keep = self._window - (now - contact.created_at)
         if keep > 0:
             pipe.set(
@@ -151,24 +196,21 @@ class SharedContacts:
                 repr(contact.created_at),
                 px=max(1, int(keep * 1000)),
             )
+        if release is not None:
+            await release.release_in(pipe)
         await pipe.execute()
 
     async def forget(self, contact_id: str) -> None:
         """Remove every trace of a contact whose route call failed before it was stored."""
         pipe = self._r.pipeline(transaction=True)
         pipe.delete(self.key(f"c:{contact_id}"), self.key(f"k:{contact_id}"))
-        pipe.srem(self.key("active"), contact_id)
+        pipe.hdel(self.key("active"), contact_id)
         await pipe.execute()
 
-    async def active(self) -> list[ContactState]:
-        """Every contact queued, offered or connected, on any replica."""
-        ids = sorted(_s(i) for i in await self._r.smembers(self.key("active")))
-        out: list[ContactState] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            raws = await self._r.mget([self.key(f"c:{i}") for i in chunk])
-            out += [decode(raw) for raw in raws if raw is not None]
-        return [c for c in out if c.ended_at is None]
+    async def active_uses(self) -> list[tuple[str, str]]:
+        """(channel, language) of every contact queued, offered or connected, on any replica."""
+        uses = cast(list[bytes], await self._r.hvals(self.key("active")))
+        return [cast(tuple[str, str], tuple(u.decode().split(US, 1))) for u in uses]
 
     async def remember(self, ids: dict[str, float], *, now: float) -> None:
         """Ids (with creation time) of contacts that ended before the state was built."""

@@ -11,16 +11,18 @@ channels). Waiting set: `waiting` (contact -> entry JSON), `queue:<channel>` (so
 arrival sequence), `ranks:<channel>` (queue rank -> count), `checks` (contact -> next check).
 Reservations: `res` (id -> JSON), `res_exp` (id -> expiry), `res_agent:<agent>` (set of ids).
 Per-channel indexes, kept by every script that changes presence, capacity or load, so that a
-dispatch reads only the agents that can take a contact: `free:<channel>` (agent -> "free
-slots:idle since", available agents with a free slot only; every script that sets `idle`
-refreshes the indexes after it) and `staffed:<channel>` (available agents with capacity
+dispatch reads them in one go: `freevec:<channel>` (free slots of every agent as little-endian
+int32, 0 unless available, at the agent's place in `agent_order`), `idlevec` (idle since, as
+little-endian float64, same places; every script that sets `idle` refreshes the indexes after
+it) and `staffed:<channel>` (available agents with capacity
 on the channel).
 """
 
 from __future__ import annotations
 
 # refresh(prefix, agent, channel): the agent's entries in the channel's indexes, from its
-# status, capacity and load.
+# status, capacity, load and idle time. An agent's place in the vectors is its score in
+# `agent_order` (0, 1, 2, ... in the order agents were first stored).
 _INDEX = """
 local function refresh(p, agent, channel)
   local field = agent .. '\\31' .. channel
@@ -32,12 +34,12 @@ local function refresh(p, agent, channel)
   else
     redis.call('SREM', p .. 'staffed:' .. channel, agent)
   end
-  if free > 0 then
-    local idle = redis.call('HGET', p .. 'idle', agent) or '0'
-    redis.call('HSET', p .. 'free:' .. channel, agent, free .. ':' .. idle)
-  else
-    redis.call('HDEL', p .. 'free:' .. channel, agent)
-  end
+  if free < 0 then free = 0 end
+  local place = tonumber(redis.call('ZSCORE', p .. 'agent_order', agent))
+  if not place then return end
+  redis.call('SETRANGE', p .. 'freevec:' .. channel, place * 4, struct.pack('<i', free))
+  local idle = tonumber(redis.call('HGET', p .. 'idle', agent) or '0')
+  redis.call('SETRANGE', p .. 'idlevec', place * 8, struct.pack('<d', idle))
 end
 local function refresh_all(p, agent, profile)
   if not profile then return end
