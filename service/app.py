@@ -263,6 +263,7 @@ async def _start(app: FastAPI, settings: Settings) -> None:
             writer=writer,
             load=load,
             on_adopted=partial(routing.dispatch_all, trigger="state_rebuilt"),
+            grace=settings.redis_rebuild_grace_seconds,
         )
         app.state.keeper = routing.keeper = keeper
         try:

@@ -479,7 +479,7 @@ class PassDesk:
             return False
         used = await asyncio.to_thread(self._consume, pass_id, contact_id, now)
         if self._shared_holds is not None:
-            await self._shared_holds.release(pass_id, contact_id)
+            await self._shared_holds.spend(pass_id, contact_id)
         return used
 
     async def settle_answered(self, now: float) -> int:
@@ -490,9 +490,13 @@ class PassDesk:
         contact was answered, with its `pass.consumed` event; refund-on-breach is applied to
         it as when the contact was answered. Run it at start, after `recover()`.
         """
-        return await asyncio.to_thread(self._settle_answered, now)
+        settled = await asyncio.to_thread(self._settle_answered, now)
+        if self._shared_holds is not None:
+            for pass_id, contact_id in settled:
+                await self._shared_holds.spend(pass_id, contact_id)
+        return len(settled)
 
-    def _settle_answered(self, now: float) -> int:
+    def _settle_answered(self, now: float) -> list[tuple[str, str]]:
         with self._engine.connect() as connection:
             answered = connection.execute(
                 select(
@@ -511,7 +515,7 @@ class PassDesk:
                 # The first contact answered used the pass, should two name it.
                 .order_by(_CONTACTS.c.connected_at, _CONTACTS.c.contact_id)
             ).all()
-        settled = 0
+        settled: list[tuple[str, str]] = []
         seen: set[str] = set()
         for pass_id, contact_id, channel, created_at, connected_at in answered:
             if pass_id in seen:
@@ -519,11 +523,11 @@ class PassDesk:
             seen.add(pass_id)
             if not self._consume(pass_id, contact_id, now, used_at=connected_at):
                 continue
-            settled += 1
+            settled.append((pass_id, contact_id))
             if self._breached(channel, connected_at - created_at):
                 self._refund_breach(pass_id, contact_id, now)
         if settled:
-            log.info("passes.settled_answered", passes=settled)
+            log.info("passes.settled_answered", passes=len(settled))
         return settled
 
     def _breached(self, channel: str, wait_seconds: float) -> bool:
@@ -719,11 +723,14 @@ class PassDesk:
                     "after that contact ends"
                 )
             self._cancelling[pass_id] = self._cancelling.get(pass_id, 0) + 1
+        cancelled = False
         try:
-            return self._cancel(pass_id, now)
+            result = self._cancel(pass_id, now)
+            cancelled = result.get("status") == "cancelled"
+            return result
         finally:
             if shared is not None:
-                shared.end_cancel(pass_id)
+                shared.end_cancel(pass_id, cancelled=cancelled)
             with self._hold_lock:
                 if self._cancelling[pass_id] == 1:
                     del self._cancelling[pass_id]

@@ -56,7 +56,9 @@ class RealtimeKeeper:
         writer: BatchWriter,
         load: Callable[[], Awaitable[None]],
         on_adopted: Callable[[], Awaitable[object]] | None = None,
+        grace: float = GRACE_SECONDS,
     ) -> None:
+        self._grace = grace
         self._r = client
         self._state = state
         self._contacts = contacts
@@ -69,8 +71,11 @@ class RealtimeKeeper:
         self.rebuilds = 0  # rebuilds this replica ran
 
     async def start(self) -> None:
-        """At start: build the state if nobody has, else adopt the one that is there."""
-        await self._settle(grace=0.0)
+        """At start: build the state if nobody has, else adopt the one that is there.
+
+        With the grace too: other replicas may still be flushing after Redis lost its data.
+        """
+        await self._settle(grace=self._grace)
 
     async def run(self) -> None:
         """Check the epoch forever; rebuild (or wait for another replica's rebuild) on a loss."""
@@ -95,7 +100,7 @@ class RealtimeKeeper:
         self.problem = "the shared real-time state is being rebuilt from the database"
         # What this replica queued must be in the database before anybody reads it back.
         await asyncio.to_thread(self._writer.flush)
-        await self._settle(grace=GRACE_SECONDS if epoch is None else 0.0)
+        await self._settle(grace=self._grace)
 
     async def _settle(self, *, grace: float) -> None:
         while True:

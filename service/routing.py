@@ -129,14 +129,29 @@ class RoutingService:
 
         With shared state, a dispatch may claim a contact between its joining the queue and
         its route call's own placement; that dispatch writes the decision the call returns.
+        Should none come (the contact was only re-matched by a rules change meanwhile, or the
+        call that routed it failed half-way), the contact still waiting gets its "queued"
+        decision here.
         """
         assert self.shared is not None
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        deadline = time.monotonic() + DECISION_WAIT_SECONDS
         while time.monotonic() < deadline:
             record = await self.shared.get(contact_id)
             if record is not None and record.first_decision:
                 return record.first_decision
             await asyncio.sleep(0.005)
+        async with await self._lock(contact_id):
+            contact = await self._fresh(contact_id)
+            if contact is not None and contact.first_decision:
+                return contact.first_decision
+            if contact is not None and contact.status == "queued":
+                live = await self.state.waiting_entry(contact_id)
+                if live is not None:
+                    self._adopt(contact, live)
+                    now = clock.now()
+                    contact.first_decision = await self._queued(self.rules.compiled, contact, now)
+                    await self._save(contact, now)
+                    return contact.first_decision
         raise Unavailable(f"the decision for contact {contact_id} is not ready yet; retry")
 
     async def dropped_in_use(self, rules: CompiledRules) -> list[str]:
@@ -165,6 +180,12 @@ class RoutingService:
                     await lock.release()
                     raise
                 existing = None if row is None else ContactState.from_row(row)
+        if (
+            existing is not None
+            and existing.ended_at is not None
+            and clock.now() - existing.created_at > self._idempotency_window
+        ):
+            existing = None  # ended and out of the window: the id names a new contact
         try:
             return await self._route(body, request_hash, lock, existing)
         finally:
@@ -427,6 +448,8 @@ class RoutingService:
     # ---- dispatch triggers ---------------------------------------------------------------
     async def dispatch_channels(self, channels: Iterable[str], *, trigger: str) -> int:
         """Dispatch each channel that has waiting contacts and free capacity."""
+        if self.keeper is not None and not self.keeper.ready:
+            return 0  # the shared state is being rebuilt: nothing is decided on half of it
         rules = self.rules.compiled
         placed = 0
         for channel in channels:
@@ -478,6 +501,8 @@ class RoutingService:
 
     async def tick(self) -> None:
         """Periodic work: expire reservations, relax waiting contacts, refresh gauges."""
+        if self.keeper is not None and not self.keeper.ready:
+            return  # the shared state is being rebuilt (or Redis is unreachable)
         now = clock.now()
         expired_channels = set()
         for reservation in await self.state.due_reservations(now):
@@ -536,6 +561,7 @@ class RoutingService:
             try:
                 lock = await self._lock(contact_id)
             except Unavailable:
+                await self.sla_watch.later(contact_id, now + 1.0)  # its lock is busy: next tick
                 continue
             async with lock:
                 contact = await self._fresh(contact_id)
@@ -749,45 +775,53 @@ class RoutingService:
 
     async def abandon(self, contact_id: str) -> ContactState:
         """The customer hung up or left before being served."""
-        for _ in range(ABANDON_ATTEMPTS):
+        for attempt in range(ABANDON_ATTEMPTS):
+            # The last attempt ends the contact whatever its offer is doing: an offer nobody
+            # recorded (or one that ended without its record) expires by itself, and an
+            # expiring offer of an ended contact only frees its slot.
+            last = attempt == ABANDON_ATTEMPTS - 1
             contact: ContactState | None
             async with await self._lock(contact_id):
                 contact = await self.get(contact_id)
                 if contact.status == "abandoned":
+                    await self._let_go(contact)  # again: a failure may have kept the hold
                     return contact
                 now = clock.now()
                 if contact.status == "queued":
-                    if await self.state.remove_waiting(contact_id) is None and not self._parked(
-                        contact
+                    if (
+                        await self.state.remove_waiting(contact_id) is None
+                        and not self._parked(contact)
+                        and not last
                     ):
                         # A dispatch has just claimed it and records the offer once this call
                         # lets go of the contact: look again then.
                         contact = None
                 elif contact.status == "reserved" and contact.reservation_id is not None:
-                    if (
-                        await self.state.end_reservation(
-                            contact.reservation_id, keep_load=False, now=now
-                        )
-                        is None
-                    ):
+                    ended = await self.state.end_reservation(
+                        contact.reservation_id, keep_load=False, now=now
+                    )
+                    if ended is None and not last:
                         contact = None  # accepted, rejected or expired just now: look again
                 else:
                     raise Conflict(
                         f"contact {contact_id} is {contact.status}; it can no longer be abandoned"
                     )
                 if contact is not None:
+                    # Never answered: a single-incident pass is not used up. Before the record
+                    # says abandoned, so that a failure here leaves the abandon to be retried.
+                    await self._let_go(contact)
                     await self._end(contact, "abandoned", now)
             if contact is not None:
                 break
             await asyncio.sleep(0.01)
-        else:
-            raise Unavailable(f"contact {contact_id} is changing; retry the abandon shortly")
-        if contact.pass_id is not None and self.passes is not None:
-            # Never answered: a single-incident pass is not used up.
-            await self.passes.let_go(contact.pass_id, contact.contact_id)
+        assert contact is not None
         if contact.agent_id is not None:
             await self.dispatch_channels([contact.channel], trigger="abandon")
         return contact
+
+    async def _let_go(self, contact: ContactState) -> None:
+        if contact.pass_id is not None and self.passes is not None:
+            await self.passes.let_go(contact.pass_id, contact.contact_id)
 
     def _parked(self, contact: ContactState) -> bool:
         """Whether the active rules cannot route the contact (see `recovery.restore`)."""
@@ -853,6 +887,9 @@ class RoutingService:
         else:
             await self.shared.remember(ended, now=now)
         rows = await asyncio.to_thread(self.archive.active)
+        # Connected contacts first, so that agents carry their load before any offer is put
+        # back or anything waits again.
+        rows = sorted(rows, key=lambda row: _RESTORE_ORDER.get(row.status, 3))
         rules = self.rules.compiled
         for row in rows:
             contact = ContactState.from_row(row)
@@ -904,10 +941,15 @@ class _NoLock:
 
 _NO_LOCK = _NoLock()
 ContactLockLike = ContactLock | _NoLock
-LOCK_WAIT_SECONDS = 5.0  # how long a call waits for a decision being recorded elsewhere
+DECISION_WAIT_SECONDS = 2.0  # how long a call waits for a decision being recorded elsewhere
 SHARED_BOOKS_SECONDS = 10.0
 REDISPATCH_AFTER_LOST_CLAIMS = 2
-ABANDON_ATTEMPTS = 100  # 10 ms apart: a claim's record is written within milliseconds
+ABANDON_ATTEMPTS = 100
+_RESTORE_ORDER = {
+    "connected": 0,
+    "reserved": 1,
+    "queued": 2,
+}  # 10 ms apart: a claim's record is written within milliseconds
 
 
 def _request(body: ContactIn) -> dict[str, Any]:

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
         description="namespace of every Redis key ({prefix}:..., one Redis Cluster hash tag)",
     )
+    redis_rebuild_grace_seconds: float = Field(
+        default=1.5,
+        ge=0,
+        le=60,
+        description="before rebuilding a lost Redis state, wait this long for other replicas' "
+        "queued writes to reach the database",
+    )
     redis_max_connections: int = Field(
         default=50, ge=2, le=10_000, description="Redis connections per process (pool size)"
     )

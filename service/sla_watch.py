@@ -41,6 +41,14 @@ class SlaWatch:
             client, key = self._shared
             await client.zadd(key, {contact.contact_id: warn_at})
 
+    async def later(self, contact_id: str, at: float) -> None:
+        """Look at a contact's warning again at `at` (it could not be handled now)."""
+        if self._shared is None:
+            heapq.heappush(self._due, (at, contact_id))
+        else:
+            client, key = self._shared
+            await client.zadd(key, {contact_id: at})
+
     async def due(self, now: float) -> list[str]:
         """Contacts whose warning time has come (each handed out once, to one replica)."""
         if self._shared is None:

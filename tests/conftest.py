@@ -129,6 +129,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         # namespace of its own (deleted at the end of the session).
         values["redis_url"] = os.environ[ALL_ON_REDIS_ENV]
         values["redis_prefix"] = f"test-{uuid.uuid4().hex[:12]}"
+        values["redis_rebuild_grace_seconds"] = 0.0  # nobody else writes to a fresh prefix
         _prefixes_made.append(values["redis_prefix"])
     if overrides.get("redis_url") and "redis_prefix" not in overrides:
         # A Redis test app shares nothing with another test's (their own key namespace).

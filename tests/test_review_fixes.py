@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from service.settings import DEMO_RULES
 from service.storage import writer as writer_module
@@ -178,3 +179,25 @@ def test_after_a_restart_under_rules_without_its_language_a_contact_is_kept_not_
         assert (kept.status_code, kept.json()["status"]) == (200, "queued")
         gone = client.post("/v1/contacts/c-es/abandon", headers=acd_headers)
         assert gone.json()["status"] == "abandoned"
+
+
+def test_a_contact_id_used_again_after_the_idempotency_window_is_stored_as_the_new_contact(
+    tmp_path: Path, acd_headers: dict[str, str], fake_clock: FakeClock
+) -> None:
+    settings = make_settings(tmp_path, idempotency_window_seconds=60, contact_memory_seconds=10)
+    with serve(settings) as client:
+        first = client.post("/v1/route", json=contact("x-1"), headers=acd_headers)
+        assert first.status_code == 201
+        assert client.post("/v1/contacts/x-1/abandon", headers=acd_headers).status_code == 200
+        assert client.post("/v1/contacts/x-1/abandon", headers=acd_headers).status_code == 200
+        fake_clock.advance(3600)  # long past the window: the id names a new contact
+        client.portal.call(client.app.state.routing.tick)  # type: ignore[union-attr, attr-defined]
+        again = client.post("/v1/route", json=contact("x-1"), headers=acd_headers)
+        assert again.status_code == 201, again.text
+        client.app.state.writer.flush()  # type: ignore[attr-defined]
+        engine = client.app.state.engine  # type: ignore[attr-defined]
+        with engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT status, created_at FROM contacts WHERE contact_id = 'x-1'")
+            ).one()
+        assert (row.status, row.created_at) == ("queued", fake_clock.now)

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +234,90 @@ def test_a_lifecycle_call_while_the_state_is_lost_is_refused_and_changes_nothing
     assert refused.headers["content-type"].startswith("application/problem+json")
     assert "rebuilt" in refused.json()["detail"]
     assert a.get("/v1/contacts/c-late", headers=acd_headers).status_code == 404
+
+
+def _buy(client: TestClient, headers: dict[str, str], customer: str) -> str:
+    sold = client.post(
+        "/v1/passes",
+        json={
+            "customer_id": customer,
+            "kind": "single_incident",
+            "price_amount": 1500,
+            "currency": "EUR",
+        },
+        headers={**headers, "Idempotency-Key": f"buy-{customer}"},
+    )
+    assert sold.status_code == 201, sold.text
+    return str(sold.json()["pass_id"])
+
+
+def test_a_pass_used_up_on_one_replica_is_not_taken_on_another_before_it_learns_of_it(
+    replicas: tuple[TestClient, TestClient],
+    acd_headers: dict[str, str],
+    billing_headers: dict[str, str],
+) -> None:
+    a, b = replicas
+    put_agents(a, acd_headers, {"ann": agent({"billing": 5}, capacity={"voice": 3})})
+    _buy(a, billing_headers, "cust-once")
+    # Replica B's pass index learns of the sale (it refreshes every second; here at once).
+    b.portal.call(b.app.state.passes.refresh)  # type: ignore[union-attr, attr-defined]
+    first = _route(a, acd_headers, contact("c-1", customer_id="cust-once"))
+    assert first["tier"] == "fast_lane"
+    accepted = a.post(
+        f"/v1/reservations/{first['reservation']['reservation_id']}/accept", headers=acd_headers
+    )
+    assert accepted.status_code == 200
+    # B has not refreshed since: its index still offers the pass, the shared state refuses it.
+    second = _route(b, acd_headers, contact("c-2", customer_id="cust-once"))
+    assert second["tier"] == "standard"
+
+
+def test_an_abandon_that_failed_half_way_is_retried_and_frees_the_pass(
+    replicas: tuple[TestClient, TestClient],
+    acd_headers: dict[str, str],
+    billing_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = replicas
+    put_agents(a, acd_headers, {"ann": agent({"billing": 5}, status="break")})
+    pass_id = _buy(a, billing_headers, "cust-hold")
+    waiting = _route(a, acd_headers, contact("c-hold", customer_id="cust-hold"))
+    assert (waiting["outcome"], waiting["tier"]) == ("queued", "fast_lane")
+    holds = a.app.state.passes._shared_holds  # type: ignore[attr-defined]
+    release = holds.release
+    calls = {"n": 0}
+
+    async def flaky(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise redis.exceptions.ConnectionError("connection lost")
+        await release(*args, **kwargs)
+
+    monkeypatch.setattr(holds, "release", flaky)
+    failed = a.post("/v1/contacts/c-hold/abandon", headers=acd_headers)
+    assert failed.status_code == 503
+    assert failed.headers["Retry-After"]
+    assert b.get("/v1/contacts/c-hold", headers=acd_headers).json()["status"] == "queued"
+    retried = a.post("/v1/contacts/c-hold/abandon", headers=acd_headers)
+    assert retried.status_code == 200
+    cancelled = b.post(f"/v1/passes/{pass_id}/cancel", headers=billing_headers)
+    assert cancelled.status_code == 200, cancelled.text
+
+
+def test_nothing_is_dispatched_while_the_shared_state_is_being_rebuilt(
+    replicas: tuple[TestClient, TestClient], acd_headers: dict[str, str], fake_clock: FakeClock
+) -> None:
+    a, _ = replicas
+    put_agents(a, acd_headers, {"ann": agent({"billing": 5}, status="break")})
+    assert _route(a, acd_headers, contact("c-1"))["outcome"] == "queued"
+    keeper = a.app.state.keeper  # type: ignore[attr-defined]
+    routing = a.app.state.routing  # type: ignore[attr-defined]
+    keeper.ready = False  # as while another replica rebuilds
+    state = a.app.state.state  # type: ignore[attr-defined]
+    a.portal.call(state.set_status, "ann", "available", fake_clock.now)  # type: ignore[union-attr]
+    assert a.portal.call(partial(routing.dispatch_all, trigger="test")) == 0  # type: ignore[union-attr]
+    tick(a)
+    assert a.get("/v1/contacts/c-1", headers=acd_headers).json()["status"] == "queued"
+    keeper.ready = True
+    assert a.portal.call(partial(routing.dispatch_all, trigger="test")) == 1  # type: ignore[union-attr]
+    assert a.get("/v1/contacts/c-1", headers=acd_headers).json()["status"] == "reserved"

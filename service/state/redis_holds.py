@@ -15,9 +15,11 @@ from collections.abc import Iterable
 import redis
 from redis.asyncio import Redis
 
-# KEYS: holds, cancelling ; ARGV: pass_id, contact_id -> 1 held by this contact, 0 refused
+# KEYS: holds, cancelling, spent:<pass> ; ARGV: pass_id, contact_id
+# -> 1 held by this contact, 0 refused
 HOLD = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 1 end
 return 0
@@ -45,6 +47,11 @@ return 0
 """
 
 
+# A pass used up or cancelled is refused for this long after (`spent:<pass>`), longer than any
+# replica's pass index takes to learn it from the database (refreshed every second).
+SPENT_MS = 30_000
+
+
 class SharedHolds:
     """Pass holds and cancellations in progress, in Redis."""
 
@@ -53,6 +60,7 @@ class SharedHolds:
         self._sync = sync_client
         self._holds = f"{{{prefix}}}:holds"
         self._cancelling = f"{{{prefix}}}:cancelling"
+        self._spent = f"{{{prefix}}}:spent:"
         self._hold = client.register_script(HOLD)
         self._release = client.register_script(RELEASE)
         self._begin_cancel = sync_client.register_script(BEGIN_CANCEL)
@@ -60,8 +68,17 @@ class SharedHolds:
 
     async def hold(self, pass_id: str, contact_id: str) -> bool:
         """Take the pass for the contact; False if another holds it or it is being cancelled."""
-        taken = await self._hold(keys=[self._holds, self._cancelling], args=[pass_id, contact_id])
+        taken = await self._hold(
+            keys=[self._holds, self._cancelling, self._spent + pass_id], args=[pass_id, contact_id]
+        )
         return bool(taken)
+
+    async def spend(self, pass_id: str, contact_id: str) -> None:
+        """The contact used the pass up: its hold ends and no other contact takes it."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.set(self._spent + pass_id, contact_id, px=SPENT_MS)
+        await self._release(keys=[self._holds], args=[pass_id, contact_id], client=pipe)
+        await pipe.execute()
 
     async def release(self, pass_id: str, contact_id: str = "") -> None:
         """End the contact's hold (any holder's when `contact_id` is empty)."""
@@ -77,8 +94,10 @@ class SharedHolds:
         text = holder.decode() if isinstance(holder, bytes) else str(holder)
         return text or None
 
-    def end_cancel(self, pass_id: str) -> None:
-        """The cancellation was written (or failed)."""
+    def end_cancel(self, pass_id: str, *, cancelled: bool) -> None:
+        """The cancellation was written (`cancelled`) or failed."""
+        if cancelled:
+            self._sync.set(self._spent + pass_id, "cancelled", px=SPENT_MS)
         self._end_cancel(keys=[self._cancelling], args=[pass_id])
 
     async def restore(self, holds: Iterable[tuple[str, str]]) -> None:

@@ -158,14 +158,24 @@ class BatchWriter:
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         contact_columns = [c.name for c in ContactRow.__table__.columns]  # type: ignore[attr-defined]
         keep = {"contact_id", "created_at", "first_decision", "request", "request_hash"}
-        updates = ", ".join(f"{c} = excluded.{c}" for c in contact_columns if c not in keep)
+        # A contact id used again after the idempotency window is a new contact (a later
+        # created_at): then every column is replaced, the kept ones too.
+        updates = ", ".join(
+            f"{c} = CASE WHEN contacts.created_at <> excluded.created_at "
+            f"THEN excluded.{c} ELSE contacts.{c} END"
+            if c in keep
+            else f"{c} = excluded.{c}"
+            for c in contact_columns
+            if c != "contact_id"
+        )
         self._contact_sql = (
             f"INSERT INTO contacts ({', '.join(contact_columns)}) "
             f"VALUES ({', '.join([mark] * len(contact_columns))}) "
             f"ON CONFLICT (contact_id) DO UPDATE SET {updates} "
             # Several replicas write one contact's changes in their own batches: the newest
             # change wins whichever batch commits last.
-            "WHERE contacts.revision <= excluded.revision"
+            "WHERE contacts.created_at < excluded.created_at OR ("
+            "contacts.created_at = excluded.created_at AND contacts.revision <= excluded.revision)"
         )
         decision_columns = [c.name for c in DecisionRow.__table__.columns]  # type: ignore[attr-defined]
         self._decision_sql = (
