@@ -591,6 +591,12 @@ def main() -> None:
         "--only", choices=["embedded", "shared"], default=None, help="run only some configurations"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure 1 and 2 Redis+PG replicas this many times, alternately; the median ratio",
+    )
     args = parser.parse_args()
     print("command: python -m bench.bench_replicas " + " ".join(sys.argv[1:]))
     configurations = [
@@ -610,6 +616,21 @@ def main() -> None:
             outcomes[configuration.name] = outcome
             if outcome.error:
                 print(f"  FAILED: {outcome.error.splitlines()[0]}", flush=True)
+        ratios = []
+        if SHARED_1 in outcomes and SHARED_2 in outcomes:
+            ratios.append(_ratio(outcomes, SHARED_2, SHARED_1))
+            for round_ in range(2, args.rounds + 1):
+                again: dict[str, Outcome] = {}
+                for configuration in configurations:
+                    if configuration.shared:
+                        print(f"{configuration.name}, round {round_}:", flush=True)
+                        again[configuration.name] = _run_configuration(
+                            configuration, args, Path(tmp), f"{run_id}r{round_}"
+                        )
+                ratios.append(_ratio(again, SHARED_2, SHARED_1))
+                for name, outcome in again.items():
+                    if outcome.throughput is not None:
+                        print(f"  {name}: {outcome.throughput.throughput:.1f} req/s", flush=True)
     print(f"\nwall time {time.perf_counter() - began:.0f} s")
     _print_table(list(outcomes.values()), args.rate)
     if SHARED_1 in outcomes and SHARED_2 in outcomes:
@@ -617,6 +638,10 @@ def main() -> None:
             f"\nRedis+PG 2 replicas / Redis+PG 1 replica throughput: "
             f"{_ratio(outcomes, SHARED_2, SHARED_1)} (target >= 1.70)"
         )
+        if len(ratios) > 1:
+            measured = sorted(float(r) for r in ratios if not r.startswith("n/a"))
+            median = measured[len(measured) // 2] if measured else float("nan")
+            print(f"ratios over {len(ratios)} rounds: {', '.join(ratios)}; median {median:.2f}")
     if SHARED_1 in outcomes and EMBEDDED in outcomes:
         print(f"Redis+PG 1 replica / embedded throughput: {_ratio(outcomes, SHARED_1, EMBEDDED)}")
     for o in outcomes.values():
