@@ -505,7 +505,7 @@ def _run_configuration(
     outcome = Outcome(configuration)
     env = _base_env()
     slug = re.sub(r"[^a-z0-9]+", "_", configuration.name.lower()).strip("_")[:24]
-    logs = tmp / slug
+    logs = tmp / f"{slug}_{run_id}"
     logs.mkdir()
     if not configuration.shared:
         env["SKILLROUTE_DATABASE_URL"] = f"sqlite:///{logs / 'bench.db'}"
