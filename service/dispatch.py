@@ -37,7 +37,7 @@ from service import clock, metrics
 from service.ids import new_id
 from service.state.base import RealtimeState
 from service.state.records import Reservation, WaitingEntry
-from service.worker_pool import kill_pool
+from service.worker_pool import kill_pool, reap
 from sla.precedence import ShareLedger, precedence_of
 
 log = structlog.get_logger(__name__)
@@ -94,8 +94,7 @@ async def _warmed(warming: asyncio.Task[bool]) -> bool:
 
 def _reap(processes: list[multiprocessing.process.BaseProcess]) -> None:
     """Wait for killed processes to exit, so none is left behind as a zombie."""
-    for process in processes:
-        process.join(REAP_SECONDS)
+    reap(processes, REAP_SECONDS)
 
 
 def _solve_in_worker(n: int, capacity: Any, contact: Any, agent: Any, value: Any) -> Any:
@@ -132,8 +131,7 @@ class Dispatcher:
 
     def close(self) -> None:
         """Kill the worker process, if one was started (a solve still running in it too)."""
-        for process in self._discard_worker():
-            process.join(REAP_SECONDS)
+        reap(self._discard_worker(), REAP_SECONDS)
 
     async def warm(self) -> bool:
         """Start the solver worker and load the solver in it; whether it is ready.

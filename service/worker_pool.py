@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import multiprocessing
+import time
 
 
 def kill_pool(
@@ -21,3 +22,17 @@ def kill_pool(
             process.kill()
     pool.shutdown(wait=False, cancel_futures=True)
     return processes
+
+
+def reap(processes: list[multiprocessing.process.BaseProcess], timeout: float = 5.0) -> None:
+    """Wait (up to `timeout` in all) until each killed process's exit is recorded.
+
+    `join` alone can return early: the pool's own management thread reaps its processes too,
+    and a join that loses that race sees "no such child" and leaves the exit unrecorded for a
+    moment, so the process still looks alive.
+    """
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    while any(p.exitcode is None for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.01)

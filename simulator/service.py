@@ -20,7 +20,7 @@ import structlog
 from routing_rules.compiled import compile_rules
 from routing_rules.schema import RuleSet
 from routing_rules.validation import validate_rules_text
-from service.worker_pool import kill_pool
+from service.worker_pool import kill_pool, reap
 from simulator.loading import load_scenario
 from simulator.policies import Policy
 from simulator.report import as_json, markdown
@@ -134,5 +134,4 @@ class SimulationWorker:
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        for process in kill_pool(pool):
-            process.join(5.0)
+        reap(kill_pool(pool), 5.0)
