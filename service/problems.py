@@ -98,14 +98,8 @@ class Unavailable(Problem):
 
     status, title, slug = 503, "Service unavailable", "unavailable"
 
-    def __init__(
-        self,
-        detail: str,
-        *,
-        errors: list[dict[str, Any]] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail, errors=errors, headers={"Retry-After": "5", **(headers or {})})
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": "5", **(headers or {})})
 
 
 def problem_response(

@@ -96,6 +96,19 @@ def with_search_path(url: str, schema: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
 
 
+@contextlib.contextmanager
+def fresh_schema(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL schema of one test's own: the URL that uses it; dropped afterwards."""
+    schema = f"skillroute_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(libpq_url(postgres_url), autocommit=True) as connection:
+        connection.execute(psql.SQL("CREATE SCHEMA {}").format(psql.Identifier(schema)))
+    try:
+        yield with_search_path(postgres_url, schema)
+    finally:
+        with psycopg.connect(libpq_url(postgres_url), autocommit=True) as connection:
+            connection.execute(psql.SQL("DROP SCHEMA {} CASCADE").format(psql.Identifier(schema)))
+
+
 def _test_database_url(tmp_path: Path) -> str:
     """A fresh SQLite file, or a fresh PostgreSQL schema under ALL_ON_POSTGRES_ENV."""
     url = os.environ.get(ALL_ON_POSTGRES_ENV, "")

@@ -18,7 +18,14 @@ from sqlalchemy import select
 
 from service.settings import DEMO_RULES, Settings
 from service.storage.tables import OutboxRow
-from tests.conftest import FakeClock, libpq_url, make_settings, serve, with_search_path
+from tests.conftest import (
+    FakeClock,
+    fresh_schema,
+    libpq_url,
+    make_settings,
+    serve,
+    with_search_path,
+)
 
 OUTBOX = OutboxRow.__table__  # type: ignore[attr-defined]
 # Monday 2027-01-18 in Berlin (UTC+1); the fake clock starts on Friday 2027-01-15 08:00 UTC.
@@ -531,14 +538,9 @@ def test_two_replicas_on_postgresql_never_book_more_seats_than_a_slot_has(
     postgres_url: str, tmp_path: Path, acd_headers: dict[str, str], fake_clock: FakeClock
 ) -> None:
     """Each replica serialises its own bookings; the database lock serialises the replicas'."""
-    schema = f"skillroute_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(libpq_url(postgres_url), autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
+    with fresh_schema(postgres_url) as database_url:
         settings = make_settings(
-            tmp_path,
-            database_url=with_search_path(postgres_url, schema),
-            rules_file=rules_with(tmp_path, CALENDAR),
+            tmp_path, database_url=database_url, rules_file=rules_with(tmp_path, CALENDAR)
         )
         with serve(settings) as first, serve(settings) as second:
             # One slot (09:00-09:30): 4 agents, 1 seat reserved for the fast lane, 3 to sell.
@@ -561,6 +563,3 @@ def test_two_replicas_on_postgresql_never_book_more_seats_than_a_slot_has(
                 for n in range(len(requests))
             ]
             assert booked.count(200) == 3
-    finally:
-        with psycopg.connect(libpq_url(postgres_url), autocommit=True) as connection:
-            connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ACD_KEY, BILLING_KEY
+from tests.conftest import ACD_KEY, BILLING_KEY, contact
 from tests.replica_procs import Replica, ReplicaSet, SharedStores, shared_stores
 
 # Real processes and a 1,000-contact run: slow, and on PostgreSQL already (so not part of the
@@ -47,22 +47,6 @@ def cluster(stores: SharedStores, tmp_path: Path) -> Iterator[ReplicaSet]:
         yield replicas
     finally:
         replicas.stop_all()
-
-
-def body(contact_id: str, **fields: Any) -> dict[str, Any]:
-    """A route request."""
-    request: dict[str, Any] = {
-        "contact_id": contact_id,
-        "customer_id": f"cust-{contact_id}",
-        "channel": "voice",
-        "segment": "consumer",
-        "inquiry_type": "billing",
-        "journey_stage": "established",
-        "language": "en",
-        "attributes": {},
-    }
-    request.update(fields)
-    return request
 
 
 def agent_body(
@@ -209,7 +193,7 @@ async def serve_one(acd: Acd, index: int, rng: random.Random) -> None:
         "POST",
         "/v1/route",
         expect=(201,),
-        json=body(contact_id, channel=channel, inquiry_type=inquiry),
+        json=contact(contact_id, channel=channel, inquiry_type=inquiry),
     )
     if decision is None:
         return
@@ -513,7 +497,7 @@ async def keep_routing(
             contact_id = f"bg-{index:04d}"
             client = (first, second)[index % 2]
             response = await client.post(
-                "/v1/route", json=body(contact_id, channel="email", inquiry_type="sales")
+                "/v1/route", json=contact(contact_id, channel="email", inquiry_type="sales")
             )
             answers[contact_id] = response.status_code
             if response.status_code == 503:
@@ -578,7 +562,7 @@ def fast_lane_of_another_contact(client: httpx.Client, contact_id: str) -> str:
     decision = ok(
         client.post(
             "/v1/route",
-            json=body(contact_id, customer_id="cust-fast", channel="chat", inquiry_type="sales"),
+            json=contact(contact_id, customer_id="cust-fast", channel="chat", inquiry_type="sales"),
         ),
         201,
     )
@@ -620,15 +604,15 @@ def test_a_redis_flush_mid_run_is_rebuilt_from_postgresql_with_every_contact_and
         assert sold["status"] == "active"
         time.sleep(1.2)  # the pass index of the other replica refreshes every second
 
-        talking = ok(on_a.post("/v1/route", json=body("c-talking")), 201)
+        talking = ok(on_a.post("/v1/route", json=contact("c-talking")), 201)
         ok(on_b.post(f"/v1/reservations/{talking['reservation']['reservation_id']}/accept"))
-        kept = ok(on_b.post("/v1/route", json=body("c-kept")), 201)
-        lapsing = ok(on_a.post("/v1/route", json=body("c-lapsing")), 201)
-        waiting = ok(on_b.post("/v1/route", json=body("c-waiting")), 201)
+        kept = ok(on_b.post("/v1/route", json=contact("c-kept")), 201)
+        lapsing = ok(on_a.post("/v1/route", json=contact("c-lapsing")), 201)
+        waiting = ok(on_b.post("/v1/route", json=contact("c-waiting")), 201)
         fast = ok(
             on_a.post(
                 "/v1/route",
-                json=body("c-fast", customer_id="cust-fast", inquiry_type="technical"),
+                json=contact("c-fast", customer_id="cust-fast", inquiry_type="technical"),
             ),
             201,
         )
@@ -681,7 +665,7 @@ def test_a_redis_flush_mid_run_is_rebuilt_from_postgresql_with_every_contact_and
         for contact_id in refused:
             index = int(contact_id.split("-")[1])
             again = (on_a, on_b)[index % 2].post(
-                "/v1/route", json=body(contact_id, channel="email", inquiry_type="sales")
+                "/v1/route", json=contact(contact_id, channel="email", inquiry_type="sales")
             )
             assert ok(again, 200, 201)["outcome"] == "queued"
         queue = ok(on_b.get("/v1/queue?limit=5000"))
@@ -750,7 +734,7 @@ def test_an_offer_of_a_killed_replica_expires_and_is_offered_again_by_the_surviv
     ):
         ok(on_a.put("/v1/agents/first", json=agent_body(skills, {"voice": 1})), 201)
         ok(on_a.put("/v1/agents/second", json=agent_body(skills, {"voice": 1}, "offline")), 201)
-        first = ok(on_a.post("/v1/route", json=body("c-1", inquiry_type="technical")), 201)
+        first = ok(on_a.post("/v1/route", json=contact("c-1", inquiry_type="technical")), 201)
         assert (first["outcome"], first["agent_id"]) == ("assigned", "first")
         offered = first["reservation"]["reservation_id"]
         if second_agent:

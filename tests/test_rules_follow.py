@@ -4,24 +4,19 @@ becomes active on the other within about a second, and re-matches its waiting co
 from __future__ import annotations
 
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import psycopg
-from psycopg import sql
 
 from service.settings import DEMO_RULES
 from tests.conftest import (
     ADMIN_KEY,
     agent,
     contact,
-    libpq_url,
+    fresh_schema,
     make_settings,
     put_agents,
     route,
     serve,
-    with_search_path,
 )
 from tests.test_service_lifecycle import wait_until
 
@@ -139,14 +134,8 @@ def test_rules_stored_at_once_by_two_replicas_get_distinct_versions_and_one_is_a
 
 
 def test_the_same_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
-    schema = f"skillroute_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(libpq_url(postgres_url), autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        _concurrent_puts(tmp_path, with_search_path(postgres_url, schema))
-    finally:
-        with psycopg.connect(libpq_url(postgres_url), autocommit=True) as connection:
-            connection.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with fresh_schema(postgres_url) as database_url:
+        _concurrent_puts(tmp_path, database_url)
 
 
 def test_an_edit_of_the_file_both_replicas_watch_is_stored_once(tmp_path: Path) -> None:
